@@ -1,0 +1,208 @@
+#include "torch_util.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "error.h"
+#include "workspace.h"
+
+namespace engine {
+
+namespace {
+torch::ScalarType scalarTypeOf(DType d) {
+  switch (d) {
+    case DType::Float32: return torch::kFloat32;
+    case DType::Float64: return torch::kFloat64;
+    case DType::Float16: return torch::kFloat16;
+    case DType::BFloat16: return torch::kBFloat16;
+    case DType::Int64: return torch::kInt64;
+    case DType::Int32: return torch::kInt32;
+    case DType::Int16: return torch::kInt16;
+    case DType::Int8: return torch::kInt8;
+    case DType::UInt8: return torch::kUInt8;
+    case DType::Bool: return torch::kBool;
+  }
+  return torch::kFloat32;
+}
+
+DType dtypeOf(torch::ScalarType s) {
+  switch (s) {
+    case torch::kFloat32: return DType::Float32;
+    case torch::kFloat64: return DType::Float64;
+    case torch::kFloat16: return DType::Float16;
+    case torch::kBFloat16: return DType::BFloat16;
+    case torch::kInt64: return DType::Int64;
+    case torch::kInt32: return DType::Int32;
+    case torch::kInt16: return DType::Int16;
+    case torch::kInt8: return DType::Int8;
+    case torch::kUInt8: return DType::UInt8;
+    case torch::kBool: return DType::Bool;
+    default: throw Error(std::string("unsupported tensor dtype ") + c10::toString(s));
+  }
+}
+}  // namespace
+
+torch::Tensor toTorch(const TensorData& t) {
+  auto out = torch::empty(t.shape, torch::TensorOptions().dtype(scalarTypeOf(t.dtype)));
+  if (!t.bytes.empty()) std::memcpy(out.data_ptr(), t.bytes.data(), t.bytes.size());
+  return out;
+}
+
+TensorData fromTorch(const torch::Tensor& t) {
+  const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+  TensorData out;
+  out.dtype = dtypeOf(c.scalar_type());
+  out.shape.assign(c.sizes().begin(), c.sizes().end());
+  out.bytes.resize(static_cast<size_t>(c.numel()) * c.element_size());
+  if (!out.bytes.empty()) std::memcpy(out.bytes.data(), c.data_ptr(), out.bytes.size());
+  return out;
+}
+
+torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  const int threads = run.threads > 0 ? run.threads : cores;
+  at::set_num_threads(threads);
+  std::string dev = run.device.empty() ? "auto" : run.device;
+  torch::Device device(torch::kCPU);
+  if (dev == "auto") {
+    if (torch::cuda::is_available()) device = torch::Device(torch::kCUDA, 0);
+  } else if (dev == "cpu") {
+  } else if (dev.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available())
+      throw Error("--device " + dev +
+                  ": this LibTorch has no CUDA (or no GPU is visible); use --device cpu, or build "
+                  "against a CUDA LibTorch");
+    int index = 0;
+    if (dev.size() > 5 && dev[4] == ':') {
+      try {
+        index = std::stoi(dev.substr(5));
+      } catch (const std::exception&) {
+        throw Error("--device " + dev + ": expected cuda or cuda:N");
+      }
+    } else if (dev != "cuda") {
+      throw Error("--device " + dev + ": expected auto, cpu, cuda or cuda:N");
+    }
+    if (index < 0 || index >= static_cast<int>(torch::cuda::device_count()))
+      throw Error("--device " + dev + ": no such GPU (" +
+                  std::to_string(torch::cuda::device_count()) + " visible)");
+    device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+  } else {
+    throw Error("--device " + dev + ": expected auto, cpu, cuda or cuda:N");
+  }
+  if (ctx) ctx->setDevice(describeDevice(run));
+  return device;
+}
+
+std::string describeDevice(const RunOptions& run) {
+  const std::string dev = run.device.empty() ? "auto" : run.device;
+  const bool cuda = dev.rfind("cuda", 0) == 0 || (dev == "auto" && torch::cuda::is_available());
+  if (cuda) {
+    if (!torch::cuda::is_available())
+      throw Error("--device " + dev + ": this LibTorch has no CUDA; use --device cpu");
+    return (dev == "auto" ? std::string("cuda:0") : dev) + " (" +
+           std::to_string(torch::cuda::device_count()) + " GPU visible)";
+  }
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  const int threads = run.threads > 0 ? run.threads : cores;
+  return "cpu (" + std::to_string(threads) + " threads)";
+}
+
+bool cudaAvailable() { return torch::cuda::is_available(); }
+
+std::string torchVersion() {
+#ifdef TORCH_VERSION
+  return TORCH_VERSION;
+#else
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+         std::to_string(TORCH_VERSION_PATCH);
+#endif
+}
+
+StateDict stateDictOf(const torch::nn::Module& module) {
+  StateDict sd;
+  for (const auto& m : module.named_modules("", /*include_self=*/true)) {
+    const std::string prefix = m.key().empty() ? "" : m.key() + ".";
+    for (const auto& p : m.value()->named_parameters(/*recurse=*/false))
+      sd.emplace_back(prefix + p.key(), fromTorch(p.value()));
+    for (const auto& b : m.value()->named_buffers(/*recurse=*/false))
+      sd.emplace_back(prefix + b.key(), fromTorch(b.value()));
+  }
+  return sd;
+}
+
+void loadStateDict(torch::nn::Module& module, const StateDict& sdIn, const std::string& path,
+                   const std::vector<std::string>& skip) {
+  // Accept DataParallel's "module." prefix.
+  std::map<std::string, const TensorData*> sd;
+  for (const auto& kv : sdIn) {
+    std::string name = kv.first;
+    if (name.rfind("module.", 0) == 0) name = name.substr(7);
+    sd[name] = &kv.second;
+  }
+  torch::NoGradGuard noGrad;
+  std::set<std::string> used;
+  auto assign = [&](const std::string& name, torch::Tensor& target) {
+    auto it = sd.find(name);
+    if (it == sd.end())
+      throw Error(path + ": missing tensor '" + name +
+                  "' (is this a torchvision resnet18 state_dict?)");
+    const TensorData& t = *it->second;
+    std::vector<int64_t> want(target.sizes().begin(), target.sizes().end());
+    if (t.shape != want) {
+      TensorData tmp;
+      tmp.shape = want;
+      throw Error(path + ": tensor '" + name + "' has shape " + t.shapeString() + ", expected " +
+                  tmp.shapeString() + " (wrong architecture?)");
+    }
+    target.copy_(toTorch(t).to(target.dtype()));
+    used.insert(name);
+  };
+  for (auto& p : module.named_parameters(true)) assign(p.key(), p.value());
+  for (auto& b : module.named_buffers(true)) assign(b.key(), b.value());
+  for (const auto& kv : sd) {
+    if (used.count(kv.first) ||
+        std::find(skip.begin(), skip.end(), kv.first) != skip.end())
+      continue;
+    throw Error(path + ": unexpected tensor '" + kv.first + "' (wrong architecture?)");
+  }
+}
+
+namespace {
+// Notes a stage that did not finish in the manifest; never throws (the original error matters).
+void recordStageEnd(Workspace& ws, const std::string& stage, const std::string& status,
+                    const std::string& message) {
+  try {
+    ws.updateManifest([&](nlohmann::json& m) {
+      nlohmann::json& st = m["stages"][stage];
+      st["status"] = status;
+      st["message"] = message;
+      st["finished"] = isoNow();
+    });
+  } catch (const std::exception&) {
+  }
+}
+}  // namespace
+
+void runStage(Workspace& ws, const std::string& stage, const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const Cancelled&) {
+    recordStageEnd(ws, stage, "cancelled", "cancelled by the user");
+    throw;
+  } catch (const Error& e) {
+    recordStageEnd(ws, stage, "failed", e.what());
+    throw;
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    const bool oom = msg.find("out of memory") != std::string::npos;
+    const std::string text = oom ? stage + ": out of memory on the device; try a smaller --batch"
+                                 : stage + ": LibTorch error: " + msg.substr(0, msg.find('\n'));
+    recordStageEnd(ws, stage, "failed", text);
+    throw Error(text);
+  }
+}
+
+}  // namespace engine

@@ -1,0 +1,37 @@
+// engine/torch_util.h — INTERNAL to the engine's LibTorch translation units (never include it from
+// ui/ or app/): conversions between TensorData and torch::Tensor, device and thread setup.
+#pragma once
+#include <torch/torch.h>
+
+#include <functional>
+
+#include "pipeline.h"
+#include "tensor_data.h"
+
+namespace engine {
+
+// A CPU tensor copying `t` (shape and dtype kept).
+torch::Tensor toTorch(const TensorData& t);
+// A contiguous CPU copy of `t` as TensorData (float32/float16/bfloat16/float64/int64/int32/...).
+TensorData fromTorch(const torch::Tensor& t);
+
+// Resolves --device and sets the thread count (both thread-local and LibTorch-global settings).
+// Call on the worker thread that runs the job.
+torch::Device setupDevice(const RunOptions& run, JobContext* ctx);
+
+// Loads a state dict (torch.save'd zip checkpoint or safetensors) into `module`'s parameters and
+// buffers by name. `skip` names keys to ignore (e.g. "fc.weight"). Strict otherwise: a missing or
+// unexpected key, or a shape mismatch, throws engine::Error naming `path` and the key.
+void loadStateDict(torch::nn::Module& module, const StateDict& sd, const std::string& path,
+                   const std::vector<std::string>& skip = {});
+// The module's parameters and buffers in torchvision's state_dict order (per module:
+// parameters, then buffers), as CPU TensorData.
+StateDict stateDictOf(const torch::nn::Module& module);
+
+class Workspace;
+// Runs a stage body: on cancel or error, notes "cancelled"/"failed" with the message in the
+// manifest's stages.<stage> and rethrows; LibTorch errors become engine::Error (out of memory with
+// a hint to lower --batch).
+void runStage(Workspace& ws, const std::string& stage, const std::function<void()>& body);
+
+}  // namespace engine

@@ -1,0 +1,254 @@
+// The fine-tuning and embedding stages (LibTorch).
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "checkpoint.h"
+#include "dataset.h"
+#include "error.h"
+#include "fsutil.h"
+#include "npy.h"
+#include "pipeline.h"
+#include "resnet.h"
+#include "torch_util.h"
+#include "workspace.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+torch::Tensor normalizeInput(const torch::Tensor& x, const std::string& normalize) {
+  if (normalize != "imagenet") return x;
+  const auto opts = torch::TensorOptions().dtype(x.dtype()).device(x.device());
+  const auto mean = torch::tensor({0.485f, 0.456f, 0.406f}, opts).view({1, 3, 1, 1});
+  const auto stdv = torch::tensor({0.229f, 0.224f, 0.225f}, opts).view({1, 3, 1, 1});
+  return (x - mean) / stdv;
+}
+
+json skippedJson(const std::vector<std::pair<int64_t, std::string>>& skipped,
+                 const Dataset& data) {
+  json out = json::array();
+  for (const auto& [row, why] : skipped) out.push_back({{"path", data.paths[row]}, {"reason", why}});
+  return out;
+}
+
+}  // namespace
+
+void runTrain(const TrainConfig& cfg, JobContext& ctx) {
+  validate(cfg);
+  Workspace ws = Workspace::open(cfg.workspace, /*create=*/true);
+  runStage(ws, "train", [&] {
+    const auto start = Clock::now();
+    const std::string started = isoNow();
+    const torch::Device device = setupDevice(cfg.run, &ctx);
+    torch::manual_seed(cfg.run.seed);
+
+    ctx.log("scanning " + cfg.data + " ...");
+    const Dataset data = scanDataset(cfg.data);
+    const int64_t n = cfg.limit > 0 ? std::min<int64_t>(cfg.limit, data.size()) : data.size();
+    ctx.log("data set: " + std::to_string(n) + " images (" + data.layout + " layout) in " + data.root);
+
+    ResNet18 model;
+    std::string weightsNote = "random";
+    if (!cfg.weights.empty()) {
+      const StateDict sd = readTensorFile(cfg.weights);
+      loadStateDict(*model, sd, cfg.weights, {"fc.weight", "fc.bias"});
+      weightsNote = fs::absolute(cfg.weights).string();
+      ctx.log("backbone: ImageNet weights from " + cfg.weights);
+    } else {
+      ctx.log("backbone: random initialisation (no --weights given; pass torchvision's "
+              "resnet18 checkpoint to start from ImageNet)");
+    }
+    model->to(device);
+    model->train();
+    torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(cfg.lr));
+
+    const std::string logPath = ws.path("logs/train.jsonl");
+    std::error_code ec;
+    fs::remove(logPath, ec);
+    LineAppender log(logPath);
+
+    std::vector<std::pair<int64_t, std::string>> skipped;
+    int64_t step = 0;
+    double last[3] = {NAN, NAN, NAN};
+    ctx.beginStage("train", n * cfg.epochs, "images");
+    for (int epoch = 0; epoch < cfg.epochs; ++epoch) {
+      LoaderConfig lc;
+      lc.imageSize = cfg.imageSize;
+      lc.batchSize = cfg.batch;
+      lc.shuffle = true;
+      lc.seed = cfg.run.seed;
+      lc.epoch = epoch;
+      lc.limit = n;
+      lc.threads = cfg.run.threads;
+      BatchLoader loader(data, lc);
+      Batch batch;
+      while (loader.next(batch)) {
+        ctx.checkStop();
+        if (epoch == 0) skipped.insert(skipped.end(), batch.failures.begin(), batch.failures.end());
+        for (const auto& f : batch.failures) ctx.log("skipped " + data.paths[f.first] + ": " + f.second);
+        if (batch.size < 2) {  // a contrastive loss needs two images
+          ctx.advance(batch.size + static_cast<int64_t>(batch.failures.size()));
+          continue;
+        }
+        const int s = cfg.imageSize;
+        torch::Tensor x = torch::from_blob(batch.pixels.data(), {batch.size, 3, s, s}).to(device);
+        x = normalizeInput(x, cfg.normalize);
+        const torch::Tensor xRot = x.flip({2, 3});
+        const torch::Tensor e = model->forward(x);
+        const torch::Tensor eRot = model->forward(xRot);
+        const FineTuneLoss loss = fineTuneLoss(e, eRot);
+        opt.zero_grad();
+        loss.total.backward();
+        opt.step();
+        last[0] = loss.total.item<double>();
+        last[1] = loss.contrastive.item<double>();
+        last[2] = loss.orientation.item<double>();
+        if (!std::isfinite(last[0]))
+          throw Error("train: the loss became " + std::to_string(last[0]) +
+                      " at step " + std::to_string(step) + "; try a smaller --lr");
+        ctx.advance(batch.size + static_cast<int64_t>(batch.failures.size()),
+                    {{"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]}}, step);
+        const auto snap = ctx.snapshot();
+        log.appendLine(json{{"step", step}, {"epoch", epoch}, {"batch", batch.size},
+                            {"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]},
+                            {"images_per_s", snap.rate}, {"elapsed_s", snap.elapsed}}
+                           .dump());
+        ++step;
+      }
+    }
+    ctx.checkStop();
+    if (step == 0) throw Error("train: no batch of at least 2 readable images in --data " + cfg.data);
+
+    model->to(torch::kCPU);
+    writeTorchCheckpoint(ws.backbonePath(), stateDictOf(*model));
+    const double secs = secondsSince(start);
+    ws.updateManifest([&](json& m) {
+      m["data_root"] = data.root;
+      m["data_layout"] = data.layout;
+      m["data_limit"] = cfg.limit;
+      m["attributes_file"] = data.attributesFile;
+      m["versions"]["torch"] = torchVersion();
+      json& st = m["stages"]["train"];
+      st = json{{"status", "done"},
+                {"config", toJson(cfg)},
+                {"started", started},
+                {"finished", isoNow()},
+                {"seconds", secs},
+                {"images", n},
+                {"steps", step},
+                {"device", describeDevice(cfg.run)},
+                {"weights", weightsNote},
+                {"final", {{"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]}}},
+                {"skipped", skippedJson(skipped, data)},
+                {"summary", std::to_string(cfg.epochs) + " epoch(s), " + std::to_string(n) +
+                                " images, " + formatDuration(secs)}};
+      if (m["stages"].contains("embed")) m["stages"]["embed"]["stale"] = true;
+    });
+    ctx.log("train: done in " + formatDuration(secs) + ", final loss " + std::to_string(last[0]) +
+            "; wrote " + ws.backbonePath());
+  });
+}
+
+void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
+  validate(cfg);
+  Workspace ws = Workspace::open(cfg.workspace, /*create=*/false);
+  runStage(ws, "embed", [&] {
+    const auto start = Clock::now();
+    const std::string started = isoNow();
+    if (!ws.hasBackbone())
+      throw Error(ws.backbonePath() + ": missing; run `saescope train --data DIR --workspace " +
+                  ws.dir() + "` first");
+    const json& m = ws.manifest();
+    const json train = m.value("stages", json::object()).value("train", json::object());
+    const std::string root = ws.dataRoot();
+    if (root.empty())
+      throw Error(ws.path("manifest.json") + ": no data_root recorded; run `saescope train` first");
+    const int imageSize =
+        cfg.imageSize > 0 ? cfg.imageSize : train.value("config", json::object()).value("image_size", 224);
+    const std::string normalize =
+        train.value("config", json::object()).value("normalize", std::string("none"));
+    const int64_t limit = m.value("data_limit", int64_t{0});
+
+    const torch::Device device = setupDevice(cfg.run, &ctx);
+    const Dataset data = scanDataset(root);
+    const int64_t n = limit > 0 ? std::min<int64_t>(limit, data.size()) : data.size();
+
+    ResNet18 model;
+    loadStateDict(*model, readTensorFile(ws.backbonePath()), ws.backbonePath());
+    const bool bf16 = cfg.precision == "bf16";
+    model->to(device, bf16 ? torch::kBFloat16 : torch::kFloat32);
+    model->eval();
+    torch::InferenceMode inference;
+
+    LoaderConfig lc;
+    lc.imageSize = imageSize;
+    lc.batchSize = cfg.batch;
+    lc.limit = n;
+    lc.threads = cfg.run.threads;
+    BatchLoader loader(data, lc);
+    std::vector<float> out;
+    out.reserve(static_cast<size_t>(n) * 512);
+    std::vector<std::string> kept;
+    std::vector<std::pair<int64_t, std::string>> skipped;
+    ctx.beginStage("embed", n, "images");
+    Batch batch;
+    while (loader.next(batch)) {
+      ctx.checkStop();
+      for (const auto& f : batch.failures) {
+        skipped.push_back(f);
+        ctx.log("skipped " + data.paths[f.first] + ": " + f.second);
+      }
+      if (batch.size > 0) {
+        torch::Tensor x =
+            torch::from_blob(batch.pixels.data(), {batch.size, 3, imageSize, imageSize}).to(device);
+        x = normalizeInput(x, normalize);
+        if (bf16) x = x.to(torch::kBFloat16);
+        const torch::Tensor e = model->forward(x).to(torch::kCPU, torch::kFloat32).contiguous();
+        const float* p = e.data_ptr<float>();
+        out.insert(out.end(), p, p + e.numel());
+        for (int64_t row : batch.indices) kept.push_back(data.paths[row]);
+      }
+      ctx.advance(batch.size + static_cast<int64_t>(batch.failures.size()));
+    }
+    ctx.checkStop();
+    if (kept.empty()) throw Error("embed: no readable image in " + root);
+
+    const int64_t rows = static_cast<int64_t>(kept.size());
+    writeNpy(ws.embeddingsPath(), TensorData::fromFloat({rows, 512}, out.data()));
+    writeImageList(ws.imagesPath(), kept);
+    std::error_code ec;
+    fs::remove_all(ws.path("index"), ec);  // cached top-k lists belong to the old embeddings
+    const double secs = secondsSince(start);
+    ws.updateManifest([&](json& mm) {
+      mm["image_count"] = rows;
+      json& st = mm["stages"]["embed"];
+      st = json{{"status", "done"},
+                {"config", toJson(cfg)},
+                {"image_size", imageSize},
+                {"started", started},
+                {"finished", isoNow()},
+                {"seconds", secs},
+                {"images", rows},
+                {"device", describeDevice(cfg.run)},
+                {"skipped", skippedJson(skipped, data)},
+                {"summary", std::to_string(rows) + " embeddings, " + formatDuration(secs)}};
+      if (mm["stages"].contains("sae")) mm["stages"]["sae"]["stale"] = true;
+    });
+    ctx.log("embed: " + std::to_string(rows) + " embeddings in " + formatDuration(secs) +
+            (skipped.empty() ? "" : ", " + std::to_string(skipped.size()) + " unreadable images skipped") +
+            "; wrote " + ws.embeddingsPath());
+  });
+}
+
+}  // namespace engine

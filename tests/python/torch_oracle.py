@@ -1,0 +1,85 @@
+"""Reference computations for tests/test_engine.cpp, with Debian's python3-torch/torchvision.
+
+usage: torch_oracle.py losses            -> JSON of the fine-tuning and SAE losses on fixed tensors
+       torch_oracle.py resnet OUTDIR     -> OUTDIR/resnet18.pt (torchvision state_dict without fc),
+                                            OUTDIR/input.npy, OUTDIR/output.npy (eval forward),
+                                            and prints the state_dict names and shapes as JSON
+       torch_oracle.py resize IN.npy H W OUT.npy -> antialiased bilinear resize of [C,H,W] float
+"""
+import json
+import math
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def fixed(rows, cols, fn):
+    return torch.tensor([[fn(i, j) for j in range(cols)] for i in range(rows)], dtype=torch.float32)
+
+
+def losses():
+    B, D, Fdim = 6, 8, 5
+    e = fixed(B, D, lambda i, j: 0.5 * math.sin(i * 7 + j * 3))
+    e_rot = fixed(B, D, lambda i, j: 0.3 * math.cos(i * 5 + j))
+    contrastive = F.cross_entropy(e @ e.T, torch.arange(B))
+    orientation = F.mse_loss(e, -e_rot)
+    # The reference SAE on fixed weights.
+    w_e = fixed(D, Fdim, lambda i, j: 0.2 * math.sin(i + 2 * j))
+    w_d = fixed(Fdim, D, lambda i, j: 0.1 * math.cos(3 * i + j))
+    b_e = torch.tensor([0.05 * (j - 2) for j in range(Fdim)])
+    b_d = torch.tensor([0.01 * j for j in range(D)])
+    x = F.normalize(e, dim=1)
+    f = F.relu((x - b_d) @ w_e + b_e)
+    x_hat = f @ w_d + b_d
+    recon = torch.norm(x - x_hat)
+    sparsity = f.abs().sum()
+    print(json.dumps({
+        "contrastive": contrastive.item(), "orientation": orientation.item(),
+        "total": (contrastive + orientation).item(),
+        "sae_reconstruction": recon.item(), "sae_sparsity": sparsity.item(),
+        "sae_total": (recon + 0.1 * sparsity).item(),
+        "f": f.flatten().tolist(), "x_hat": x_hat.flatten().tolist(),
+    }))
+
+
+def resnet(outdir):
+    import torchvision
+    torch.manual_seed(3)
+    m = torchvision.models.resnet18()
+    m.fc = torch.nn.Identity()
+    # Non-trivial BatchNorm statistics so eval mode is really exercised.
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.1)
+    m.eval()
+    torch.save(m.state_dict(), f"{outdir}/resnet18.pt")
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y = m(x)
+    np.save(f"{outdir}/input.npy", x.numpy())
+    np.save(f"{outdir}/output.npy", y.numpy())
+    print(json.dumps([[k, list(v.shape), str(v.dtype)] for k, v in m.state_dict().items()]))
+
+
+def resize(src, h, w, dst):
+    x = torch.from_numpy(np.load(src))[None]
+    y = F.interpolate(x, size=(int(h), int(w)), mode="bilinear", align_corners=False, antialias=True)
+    np.save(dst, y[0].numpy())
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "losses":
+        losses()
+    elif cmd == "resnet":
+        resnet(sys.argv[2])
+    elif cmd == "resize":
+        resize(*sys.argv[2:6])
+    else:
+        sys.exit(f"unknown command {cmd}")
