@@ -145,11 +145,13 @@ class KindScanner {
     at::parallel_for(0, nf, 16, [&](int64_t b, int64_t e) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* row = act + r * features;
-        const float inv = 1.0f / std::max(norms[r], 1e-12f);
+        // Divide (not multiply by a reciprocal) so scores round exactly as F.normalize's do:
+        // exact ties must stay ties for the reference tie-break by index.
+        const float denom = std::max(norms[r], 1e-12f);
         for (int64_t j = b; j < e; ++j) {
           const float v = row[f0 + j];
           m_stats[j].add(v);
-          const float s = v * inv;
+          const float s = v / denom;
           if (s > m_seed[j].threshold() || !m_seed[j].full()) m_seed[j].offer({row0 + r, s, v});
           if (v > m_raw[j].threshold() || !m_raw[j].full()) m_raw[j].offer({row0 + r, v, v});
         }

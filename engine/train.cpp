@@ -46,6 +46,11 @@ json skippedJson(const std::vector<std::pair<int64_t, std::string>>& skipped,
 
 void runTrain(const TrainConfig& cfg, JobContext& ctx) {
   validate(cfg);
+  // Check the data before creating anything: a wrong --data leaves no empty workspace behind.
+  ctx.log("scanning " + cfg.data + " ...");
+  const Dataset data = scanDataset(cfg.data);
+  if (!cfg.weights.empty() && !fileExists(cfg.weights))
+    throw Error("--weights " + cfg.weights + ": no such file");
   Workspace ws = Workspace::open(cfg.workspace, /*create=*/true);
   runStage(ws, "train", [&] {
     const auto start = Clock::now();
@@ -53,8 +58,6 @@ void runTrain(const TrainConfig& cfg, JobContext& ctx) {
     const torch::Device device = setupDevice(cfg.run, &ctx);
     torch::manual_seed(cfg.run.seed);
 
-    ctx.log("scanning " + cfg.data + " ...");
-    const Dataset data = scanDataset(cfg.data);
     const int64_t n = cfg.limit > 0 ? std::min<int64_t>(cfg.limit, data.size()) : data.size();
     ctx.log("data set: " + std::to_string(n) + " images (" + data.layout + " layout) in " + data.root);
 

@@ -1,0 +1,175 @@
+"""End-to-end tests of the saescope command line on tiny demo data.
+
+usage: test_cli.py pipeline SAESCOPE_BINARY DIR   demo data + `saescope run` into DIR/ws (fixture)
+       test_cli.py errors   SAESCOPE_BINARY DIR   user mistakes: one clear line, right exit code
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+FAILURES = []
+
+
+def check(cond, msg):
+    if not cond:
+        FAILURES.append(msg)
+        print("FAIL:", msg)
+
+
+def run(binary, *args, timeout=900):
+    t0 = time.time()
+    p = subprocess.run([binary, *args], capture_output=True, text=True, timeout=timeout)
+    p.seconds = time.time() - t0
+    return p
+
+
+def pipeline(binary, d):
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    demo, ws = os.path.join(d, "demo"), os.path.join(d, "ws")
+    p = run(binary, "demo-data", "--out", demo, "--count", "256", "--size", "64", "--seed", "1")
+    check(p.returncode == 0, f"demo-data failed: {p.stderr}")
+    p = run(binary, "run", "--data", demo, "--workspace", ws, "--image-size", "64", "--batch", "64",
+            "--sae-epochs", "5", "--sae-batch", "64", "--seed", "0")
+    print(p.stderr[-3000:])
+    check(p.returncode == 0, f"run failed ({p.returncode}): {p.stderr[-2000:]}")
+    print(f"run took {p.seconds:.1f} s")
+    for stage in ("train", "embed", "sae", "index"):
+        check(f"{stage} " in p.stderr or f"{stage}:" in p.stderr, f"no progress for {stage}")
+    check("images/s" in p.stderr and "ETA" in p.stderr, "progress line lacks rate or ETA")
+    check("random initialisation" in p.stderr, "log does not say the backbone starts random")
+
+    m = json.load(open(os.path.join(ws, "manifest.json")))
+    check(m["image_count"] == 256, f"image_count {m.get('image_count')}")
+    for stage in ("train", "embed", "sae"):
+        st = m["stages"][stage]
+        check(st["status"] == "done", f"{stage} status {st['status']}")
+        check(st["seconds"] > 0 and "config" in st, f"{stage} lacks timing/config")
+    check(m["stages"]["train"]["config"]["image_size"] == 64, "train config not recorded")
+    check(m["stages"]["sae"]["config"]["epochs"] == 5, "sae epochs not recorded")
+    check(m["data_root"] == os.path.realpath(demo), f"data_root {m['data_root']}")
+
+    paths = [l.strip() for l in open(os.path.join(ws, "images.txt"))]
+    check(paths == sorted(paths) and len(paths) == 256, "images.txt not in ImageFolder order")
+    check(paths[0] == "img_align_celeba/img_align_celeba/000001.png", f"first image {paths[0]}")
+    emb = np.load(os.path.join(ws, "embeddings.npy"))
+    check(emb.dtype == np.float32 and emb.shape == (256, 512), f"embeddings {emb.dtype} {emb.shape}")
+    check(np.isfinite(emb).all() and emb.std() > 0, "embeddings degenerate")
+    for log, keys in (("train", ("loss", "contrastive", "orientation")),
+                      ("sae", ("loss", "reconstruction", "sparsity", "l0"))):
+        lines = [json.loads(l) for l in open(os.path.join(ws, "logs", log + ".jsonl"))]
+        check(len(lines) >= 4, f"logs/{log}.jsonl has {len(lines)} lines")
+        check(all(k in lines[0] for k in keys), f"logs/{log}.jsonl lacks {keys}")
+    train_log = [json.loads(l) for l in open(os.path.join(ws, "logs", "train.jsonl"))]
+    for rec in train_log:  # total = contrastive + orientation, step by step
+        check(abs(rec["loss"] - rec["contrastive"] - rec["orientation"]) < 1e-3 * max(1, rec["loss"]),
+              f"train loss terms do not add up: {rec}")
+    leftovers = [f for f in os.listdir(ws) if ".tmp" in f]
+    check(not leftovers, f"temporary files left: {leftovers}")
+
+    # topk answers from the cached index at once.
+    p = run(binary, "topk", "--workspace", ws, "--kind", "sparse", "--feature", "3", "--json")
+    check(p.returncode == 0, f"topk failed: {p.stderr}")
+    out = json.loads(p.stdout)
+    check(len(out["images"]) == 16 and out["kind"] == "sparse" and out["feature"] == 3, "topk output")
+    check(p.seconds < 5, f"topk took {p.seconds:.1f} s")
+    p = run(binary, "topk", "--workspace", ws, "--kind", "dense", "--feature", "511")
+    check(p.returncode == 0 and "rank" in p.stdout and "img_align_celeba" in p.stdout, "topk table")
+
+    # Stages alone, into a second workspace: train, embed, sae.
+    ws2 = os.path.join(d, "ws2")
+    for args in (("train", "--data", demo, "--workspace", ws2, "--image-size", "64", "--batch", "32",
+                  "--limit", "64"),
+                 ("embed", "--workspace", ws2),
+                 ("sae", "--workspace", ws2, "--epochs", "2", "--features", "128", "--batch", "32")):
+        p = run(binary, *args)
+        check(p.returncode == 0, f"{args[0]} alone failed: {p.stderr[-1000:]}")
+    emb2 = np.load(os.path.join(ws2, "embeddings.npy"))
+    check(emb2.shape == (64, 512), f"--limit 64 gave embeddings {emb2.shape}")
+    m2 = json.load(open(os.path.join(ws2, "manifest.json")))
+    check(m2["stages"]["sae"]["config"]["features"] == 128, "sae --features not recorded")
+
+
+def errors(binary, d):
+    ws = os.path.join(d, "ws")
+    scratch = os.path.join(d, "errors")
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(os.path.join(scratch, "empty_data"))
+    os.makedirs(os.path.join(scratch, "empty_ws"))
+    with open(os.path.join(scratch, "random.pth"), "wb") as f:
+        f.write(os.urandom(5000))
+    bad_ws = os.path.join(scratch, "bad_ws")
+    shutil.copytree(ws, bad_ws)
+    with open(os.path.join(bad_ws, "sae.pt"), "r+b") as f:
+        f.truncate(1000)
+    newer_ws = os.path.join(scratch, "newer_ws")
+    os.makedirs(newer_ws)
+    json.dump({"format": 99, "stages": {}}, open(os.path.join(newer_ws, "manifest.json"), "w"))
+    typed_ws = os.path.join(scratch, "typed_ws")
+    shutil.copytree(ws, typed_ws)
+    m = json.load(open(os.path.join(typed_ws, "manifest.json")))
+    m["data_root"] = 42
+    json.dump(m, open(os.path.join(typed_ws, "manifest.json"), "w"))
+    demo = os.path.join(d, "demo")
+
+    cases = [
+        (["frobnicate"], 2, "unknown command 'frobnicate'"),
+        (["train", "--workspace", ws], 2, "--data: required"),
+        (["train", "--data", "/nonexistent/x", "--workspace", os.path.join(scratch, "new_ws")], 1,
+         "--data /nonexistent/x: no such folder"),
+        (["train", "--data", demo, "--workspace", ws, "--epochs", "abc"], 2, "--epochs abc: expected a whole number"),
+        (["train", "--data", demo, "--workspace", ws, "--batch", "1"], 1, "--batch 1: must be at least 2"),
+        (["train", "--data", demo, "--workspace", ws, "--bogus"], 2, "unknown flag --bogus"),
+        (["train", "--data", demo, "--workspace", ws, "--lr"], 2, "--lr: missing value"),
+        (["train", "--data", os.path.join(scratch, "empty_data"), "--workspace", os.path.join(scratch, "w3")],
+         1, "no images found"),
+        (["train", "--data", demo, "--workspace", os.path.join(scratch, "w4"), "--limit", "8",
+          "--image-size", "64", "--weights", os.path.join(scratch, "random.pth")], 1, "random.pth"),
+        (["train", "--data", demo, "--workspace", os.path.join(scratch, "w5"), "--device", "tpu"], 1,
+         "--device tpu"),
+        (["embed", "--workspace", os.path.join(scratch, "empty_ws")], 1, "backbone.pt: missing"),
+        (["embed", "--workspace", os.path.join(scratch, "nope")], 1, "no such folder"),
+        (["sae", "--workspace", ws, "--features", "0"], 1, "--features 0"),
+        (["topk", "--workspace", ws, "--kind", "foo", "--feature", "1"], 1, "--kind foo"),
+        (["topk", "--workspace", ws, "--kind", "dense", "--feature", "512"], 1, "--feature 512: out of range"),
+        (["topk", "--workspace", ws, "--kind", "dense"], 2, "--feature: required"),
+        (["topk", "--workspace", bad_ws, "--kind", "sparse", "--feature", "1"], 1, "sae.pt"),
+        (["topk", "--workspace", newer_ws, "--kind", "dense", "--feature", "1"], 1, "newer saescope"),
+        (["embed", "--workspace", typed_ws], 1, "\"data_root\" must be a string"),
+        (["stats"], 2, "no ratings file given"),
+    ]
+    for args, rc, text in cases:
+        p = run(binary, *args, timeout=300)
+        lines = [l for l in p.stderr.splitlines() if l.startswith("saescope: error:")]
+        name = " ".join(args[:1] + [a for a in args[1:] if not a.startswith("/")])[:80]
+        check(p.returncode == rc, f"`{name}` exited {p.returncode}, expected {rc}: {p.stderr[-500:]}")
+        check(len(lines) == 1, f"`{name}`: expected one error line, got: {p.stderr[-500:]}")
+        check(bool(lines) and text in lines[0], f"`{name}`: error line lacks '{text}': {lines}")
+        for bad in ("terminate called", "Traceback", "Aborted", "Segmentation", "what():"):
+            check(bad not in p.stderr, f"`{name}`: stderr has '{bad}'")
+    check(not os.path.exists(os.path.join(scratch, "new_ws")), "a failed train left a workspace behind")
+
+    # --help everywhere lists the flags with defaults; --version works.
+    for sub, flag in (("train", "--image-size"), ("embed", "--batch"), ("sae", "--l1"), ("run", "--sae-epochs"),
+                      ("topk", "--rank"), ("demo-data", "--count"), ("stats", "--json")):
+        p = run(binary, sub, "--help")
+        check(p.returncode == 0 and flag in p.stdout, f"{sub} --help lacks {flag}")
+        check(sub == "stats" or "default:" in p.stdout, f"{sub} --help shows no defaults")
+    p = run(binary, "--version")
+    check(p.returncode == 0 and p.stdout.startswith("saescope "), "--version")
+    p = run(binary, "--help")
+    check(p.returncode == 0 and "demo-data" in p.stdout and "topk" in p.stdout, "--help")
+
+
+if __name__ == "__main__":
+    mode, binary, d = sys.argv[1:4]
+    {"pipeline": pipeline, "errors": errors}[mode](binary, d)
+    if FAILURES:
+        print(f"{len(FAILURES)} check(s) failed")
+        sys.exit(1)
+    print("OK")

@@ -1,0 +1,184 @@
+// Engine tests that need LibTorch: losses, ResNet18, SAE, feature index and top-k.
+#include <cmath>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/checkpoint.h"
+#include "engine/error.h"
+#include "engine/features.h"
+#include "engine/fsutil.h"
+#include "engine/npy.h"
+#include "engine/resnet.h"
+#include "engine/sae.h"
+#include "engine/torch_util.h"
+#include "engine/workspace.h"
+#include "test_helpers.h"
+
+// After the LibTorch headers: glog (pulled in by Debian's LibTorch) defines CHECK too, and
+// doctest's definitions must be the ones in force.
+#include <doctest/doctest.h>
+
+using nlohmann::json;
+
+namespace {
+
+torch::Tensor fixed(int rows, int cols, const std::function<double(int, int)>& fn) {
+  auto t = torch::empty({rows, cols});
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) t[i][j] = fn(i, j);
+  return t;
+}
+
+json oracle(const std::string& args) {
+  std::string out;
+  REQUIRE(testutil::runPython(testutil::pyScript("torch_oracle.py"), args, &out) == 0);
+  return json::parse(out);
+}
+
+}  // namespace
+
+TEST_CASE("fine-tuning and SAE losses equal the Python reference on fixed tensors") {
+  const json ref = oracle("losses");
+  const int B = 6, D = 8, F = 5;
+  const auto e = fixed(B, D, [](int i, int j) { return 0.5 * std::sin(i * 7 + j * 3); });
+  const auto eRot = fixed(B, D, [](int i, int j) { return 0.3 * std::cos(i * 5 + j); });
+  const engine::FineTuneLoss l = engine::fineTuneLoss(e, eRot);
+  CHECK(l.contrastive.item<double>() == doctest::Approx(ref["contrastive"].get<double>()).epsilon(1e-6));
+  CHECK(l.orientation.item<double>() == doctest::Approx(ref["orientation"].get<double>()).epsilon(1e-6));
+  CHECK(l.total.item<double>() == doctest::Approx(ref["total"].get<double>()).epsilon(1e-6));
+
+  engine::SparseAutoencoder sae(D, F);
+  {
+    torch::NoGradGuard g;
+    sae->weight_encoder.copy_(fixed(D, F, [](int i, int j) { return 0.2 * std::sin(i + 2 * j); }));
+    sae->weight_decoder.copy_(fixed(F, D, [](int i, int j) { return 0.1 * std::cos(3 * i + j); }));
+    for (int j = 0; j < F; ++j) sae->bias_encoder[j] = 0.05 * (j - 2);
+    for (int j = 0; j < D; ++j) sae->bias_decoder[j] = 0.01 * j;
+  }
+  const auto x = engine::l2normalizeRows(e);
+  const auto f = sae->encode(x);
+  const auto xHat = sae->decode(f);
+  const engine::SaeLoss sl = engine::saeLoss(x, xHat, f, 0.1);
+  CHECK(sl.reconstruction.item<double>() == doctest::Approx(ref["sae_reconstruction"].get<double>()).epsilon(1e-6));
+  CHECK(sl.sparsity.item<double>() == doctest::Approx(ref["sae_sparsity"].get<double>()).epsilon(1e-6));
+  CHECK(sl.total.item<double>() == doctest::Approx(ref["sae_total"].get<double>()).epsilon(1e-6));
+  const auto fRef = ref["f"].get<std::vector<double>>();
+  const auto fFlat = f.flatten();
+  REQUIRE(fRef.size() == static_cast<size_t>(fFlat.numel()));
+  int nonzero = 0;
+  for (size_t i = 0; i < fRef.size(); ++i) {
+    CHECK(fFlat[i].item<double>() == doctest::Approx(fRef[i]).epsilon(1e-5));
+    nonzero += fRef[i] > 0;
+  }
+  CHECK(nonzero > 0);  // the fixture exercises both sides of the ReLU
+  CHECK(nonzero < static_cast<int>(fRef.size()));
+}
+
+TEST_CASE("ResNet18 has torchvision's names and shapes and reproduces its eval forward") {
+  testutil::TempDir dir("resnet");
+  const json names = oracle("resnet " + dir.str());
+  engine::ResNet18 model;
+  const engine::StateDict sd = engine::stateDictOf(*model);
+  REQUIRE(sd.size() == names.size());
+  for (size_t i = 0; i < sd.size(); ++i) {
+    CHECK(sd[i].first == names[i][0].get<std::string>());  // same order as torchvision's state_dict
+    CHECK(sd[i].second.shape == names[i][1].get<std::vector<int64_t>>());
+  }
+  const std::string ckpt = dir.str("resnet18.pt");
+  engine::loadStateDict(*model, engine::readTensorFile(ckpt), ckpt);
+  model->eval();
+  torch::NoGradGuard g;
+  const auto in = engine::toTorch(engine::readNpy(dir.str("input.npy")));
+  const auto want = engine::toTorch(engine::readNpy(dir.str("output.npy")));
+  const auto got = model->forward(in);
+  REQUIRE(got.sizes() == want.sizes());
+  const double rel = (got - want).abs().max().item<double>() / want.abs().max().item<double>();
+  CHECK(rel < 1e-4);
+
+  SUBCASE("a checkpoint of another architecture is a clear error") {
+    engine::StateDict wrong = engine::readTensorFile(ckpt);
+    wrong[0].second.shape = {32, 3, 7, 7};
+    wrong[0].second.bytes.resize(32 * 3 * 7 * 7 * 4);
+    try {
+      engine::loadStateDict(*model, wrong, "x.pth");
+      FAIL("expected an error");
+    } catch (const engine::Error& e) {
+      CHECK(std::string(e.what()).find("x.pth: tensor 'conv1.weight' has shape [32, 3, 7, 7]") == 0);
+    }
+  }
+}
+
+TEST_CASE("feature index and computeTopK equal a brute-force stable ranking") {
+  // 5,000 rows span two index chunks; small integer-ish values force many exact ties.
+  testutil::TempDir dir("topk");
+  const int64_t n = 5000, d = 16, f = 24;
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> small(-3, 3);
+  std::vector<float> emb(n * d);
+  for (auto& v : emb) v = static_cast<float>(small(rng)) * 0.5f;
+  for (int64_t j = 0; j < d; ++j) emb[7 * d + j] = 0;  // an all-zero row: normalises to zero
+  engine::writeNpy(dir.str("embeddings.npy"), engine::TensorData::fromFloat({n, d}, emb.data()));
+  torch::manual_seed(1);
+  const auto we = torch::randn({d, f}), be = torch::randn({f}) * 0.3, bd = torch::randn({d}) * 0.1;
+  engine::StateDict sd{{"weight_encoder", engine::fromTorch(we)},
+                       {"weight_decoder", engine::fromTorch(torch::randn({f, d}))},
+                       {"bias_encoder", engine::fromTorch(be)},
+                       {"bias_decoder", engine::fromTorch(bd)}};
+  engine::writeTorchCheckpoint(dir.str("sae.pt"), sd);
+
+  const auto e = torch::from_blob(emb.data(), {n, d});
+  const auto acts = torch::relu(torch::addmm(be, engine::l2normalizeRows(e) - bd, we));
+  auto brute = [&](const torch::Tensor& values, int64_t feat, int k) {
+    const auto col = values.select(1, feat).contiguous();
+    std::vector<int64_t> order(n);
+    for (int64_t i = 0; i < n; ++i) order[i] = i;
+    const float* p = col.data_ptr<float>();
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+    order.resize(k);
+    return order;
+  };
+  const torch::Tensor cases[2][2] = {{engine::l2normalizeRows(e), e},
+                                     {engine::l2normalizeRows(acts), acts}};
+  engine::JobContext ctx;
+  const auto idx = engine::FeatureIndex::loadOrBuild(dir.str(), ctx);
+  CHECK(engine::fileExists(dir.str("index/features.idx")));
+  const auto cached = engine::FeatureIndex::loadOrBuild(dir.str(), ctx);  // from the cache file
+  for (int kind = 0; kind < 2; ++kind)
+    for (int rule = 0; rule < 2; ++rule) {
+      const auto fk = kind ? engine::FeatureKind::Sparse : engine::FeatureKind::Dense;
+      const auto rr = rule ? engine::RankRule::Raw : engine::RankRule::Seed;
+      const int64_t nf = kind ? f : d;
+      for (int64_t feat = 0; feat < nf; ++feat) {
+        const auto want = brute(cases[kind][rule], feat, 64);
+        for (const auto* index : {idx.get(), cached.get()}) {
+          const auto& top = index->top(fk, rr, feat);
+          REQUIRE(top.size() == 64);
+          for (int i = 0; i < 64; ++i) CHECK(top[i].index == want[i]);
+        }
+        if (feat % 5 == 0) {  // the direct path, with k beyond the cached 64
+          const auto direct = engine::computeTopK(dir.str(), fk, feat, 100, rr);
+          const auto want100 = brute(cases[kind][rule], feat, 100);
+          REQUIRE(direct.size() == 100);
+          for (int i = 0; i < 100; ++i) CHECK(direct[i].index == want100[i]);
+        }
+      }
+    }
+  // Stats: active count and max of a sparse feature.
+  const auto col = acts.select(1, 3);
+  CHECK(idx->stats(engine::FeatureKind::Sparse, 3).active == (col > 0).sum().item<int64_t>());
+  CHECK(idx->stats(engine::FeatureKind::Sparse, 3).max == doctest::Approx(col.max().item<float>()));
+  int64_t histTotal = 0;
+  for (auto c : idx->stats(engine::FeatureKind::Sparse, 3).histogram) histTotal += c;
+  CHECK(histTotal == n);
+  // Strongest sparse features of one image, against the activation row.
+  const auto strongest = idx->strongestSparse(11, 3);
+  const auto row = acts[11];
+  REQUIRE(!strongest.empty());
+  CHECK(strongest[0].first == row.argmax().item<int64_t>());
+  CHECK(strongest[0].second == doctest::Approx(row.max().item<float>()).epsilon(1e-4));
+
+  CHECK_THROWS_AS(engine::computeTopK(dir.str(), engine::FeatureKind::Sparse, f, 16,
+                                      engine::RankRule::Seed),
+                  engine::Error);
+}
