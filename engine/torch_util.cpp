@@ -1,5 +1,10 @@
 #include "torch_util.h"
 
+#include <ATen/autocast_mode.h>
+#ifdef SAESCOPE_HAVE_CUDART
+#include <cuda_runtime_api.h>
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -92,6 +97,7 @@ torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
   } else {
     throw Error("--device " + dev + ": expected auto, cpu, cuda or cuda:N");
   }
+  if (device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);  // fixed input sizes
   if (ctx) ctx->setDevice(describeDevice(run));
   return device;
 }
@@ -102,12 +108,58 @@ std::string describeDevice(const RunOptions& run) {
   if (cuda) {
     if (!torch::cuda::is_available())
       throw Error("--device " + dev + ": this LibTorch has no CUDA; use --device cpu");
-    return (dev == "auto" ? std::string("cuda:0") : dev) + " (" +
-           std::to_string(torch::cuda::device_count()) + " GPU visible)";
+    const std::string name = dev == "auto" ? std::string("cuda:0") : dev;
+#ifdef SAESCOPE_HAVE_CUDART
+    const int index = name.size() > 5 ? std::atoi(name.c_str() + 5) : 0;
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, index) == cudaSuccess)
+      return name + " (" + prop.name + ", " +
+             std::to_string(prop.totalGlobalMem >> 30) + " GiB)";
+#endif
+    return name + " (" + std::to_string(torch::cuda::device_count()) + " GPU visible)";
   }
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   const int threads = run.threads > 0 ? run.threads : cores;
   return "cpu (" + std::to_string(threads) + " threads)";
+}
+
+AutocastGuard::AutocastGuard(const torch::Device& device, bool enabled)
+    : m_device(device), m_enabled(enabled) {
+  if (!enabled) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  m_prev = at::autocast::is_autocast_enabled(device.type());
+  at::autocast::set_autocast_dtype(device.type(), at::kBFloat16);
+  at::autocast::set_autocast_enabled(device.type(), true);
+#else
+  if (device.is_cuda()) {
+    m_prev = at::autocast::is_enabled();
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+  } else {
+    m_prev = at::autocast::is_cpu_enabled();
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+  }
+#endif
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!m_enabled) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_enabled(m_device.type(), m_prev);
+#else
+  if (m_device.is_cuda())
+    at::autocast::set_enabled(m_prev);
+  else
+    at::autocast::set_cpu_enabled(m_prev);
+#endif
+  at::autocast::clear_cache();
+}
+
+torch::Tensor hostToDevice(float* data, at::IntArrayRef shape, const torch::Device& device) {
+  const torch::Tensor host = torch::from_blob(data, shape, torch::kFloat32);
+  if (device.is_cpu()) return host;
+  return host.pin_memory().to(device, /*non_blocking=*/true);
 }
 
 bool cudaAvailable() { return torch::cuda::is_available(); }

@@ -28,6 +28,25 @@ void loadStateDict(torch::nn::Module& module, const StateDict& sd, const std::st
 // parameters, then buffers), as CPU TensorData.
 StateDict stateDictOf(const torch::nn::Module& module);
 
+// Turns on mixed precision (bf16 autocast) for the current thread on `device` while alive, when
+// `enabled`; restores the previous state on destruction. Works with LibTorch 1.13 and 2.x.
+class AutocastGuard {
+ public:
+  AutocastGuard(const torch::Device& device, bool enabled);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  torch::Device m_device;
+  bool m_enabled;
+  bool m_prev = false;
+};
+
+// Copies a host float buffer [shape] to `device`: through pinned memory with a non-blocking copy
+// on CUDA, a plain wrap-and-copy on the CPU.
+torch::Tensor hostToDevice(float* data, at::IntArrayRef shape, const torch::Device& device);
+
 class Workspace;
 // Runs a stage body: on cancel or error, notes "cancelled"/"failed" with the message in the
 // manifest's stages.<stage> and rethrows; LibTorch errors become engine::Error (out of memory with
