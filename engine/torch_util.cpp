@@ -97,7 +97,13 @@ torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
   } else {
     throw Error("--device " + dev + ": expected auto, cpu, cuda or cuda:N");
   }
-  if (device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);  // fixed input sizes
+  if (device.is_cuda()) {
+    at::globalContext().setBenchmarkCuDNN(true);  // fixed input sizes
+    // fp32 means fp32: no TF32 in cuDNN or cuBLAS (the reference and parity path); reduced
+    // precision is the explicit --precision bf16.
+    at::globalContext().setAllowTF32CuDNN(false);
+    at::globalContext().setAllowTF32CuBLAS(false);
+  }
   if (ctx) ctx->setDevice(describeDevice(run));
   return device;
 }

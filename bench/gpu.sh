@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds the engine and CLI against a CUDA LibTorch (the one inside the Python torch install, or
+# -DCMAKE_PREFIX_PATH of your own), GUI off; runs the CUDA tests (ctest label gpu) and the
+# throughput benchmarks; prints one table. On a bare machine, first run bench/gpu-deps.sh on a
+# Debian machine with the dependencies and bring .device/deps along.
+#   usage: bash bench/gpu.sh            env: BENCH_IMAGES (default 20000), PYTHON (python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+torch_prefix=$($py -c 'import torch; print(torch.utils.cmake_prefix_path)')
+deps=$(pwd)/.device/deps
+n=${BENCH_IMAGES:-20000}
+work=${BENCH_DIR:-/tmp/saescope-gpu-bench}
+gen=""; command -v ninja >/dev/null && gen="-G Ninja"
+t0=$(date +%s)
+cmake -S . -B build-gpu $gen -DCMAKE_BUILD_TYPE=Release -DSAESCOPE_GUI=OFF \
+  -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" -DSAESCOPE_PYTHON="$(command -v $py)" > build-gpu.log 2>&1 \
+  || { tail -40 build-gpu.log; exit 1; }
+cmake --build build-gpu -j"$(nproc)" --target saescope test_gpu >> build-gpu.log 2>&1 \
+  || { grep -E "error|Error" build-gpu.log | head -40; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+LD_LIBRARY_PATH="$deps/lib:${LD_LIBRARY_PATH:-}"; export LD_LIBRARY_PATH
+(cd build-gpu && ctest -L gpu --output-on-failure) || echo "GPU TESTS FAILED"
+bin=build-gpu/app/saescope
+rm -rf "$work" && mkdir -p "$work"
+t0=$(date +%s)
+$bin demo-data --out "$work/data" --count "$n" --size 224 --format jpg 2>&1 | tail -1
+echo "demo-data: $n images at 224 px in $(( $(date +%s) - t0 )) s"
+rows=()
+for prec in fp32 bf16; do
+  ws="$work/ws-$prec"
+  $bin train --data "$work/data" --workspace "$ws" --image-size 224 --batch 256 --precision "$prec" --device cuda 2>&1 | tail -1
+  $bin embed --workspace "$ws" --batch 512 --precision "$prec" --device cuda 2>&1 | tail -1
+  rows+=("$($py - "$ws" "$prec" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1] + "/manifest.json")); s = m["stages"]
+tr, em = s["train"], s["embed"]
+print(f"| {sys.argv[2]} | {tr['device']} | {tr['images']/tr['seconds']:.0f} | {em['images']/em['seconds']:.0f} | "
+      f"{202599/(tr['images']/tr['seconds'])/60:.1f} min | {202599/(em['images']/em['seconds'])/60:.1f} min |")
+PY
+)")
+done
+# SAE at CelebA scale: 202,599 random 512-d vectors, reference loss, 512 features, batch 512.
+ws="$work/ws-sae"; mkdir -p "$ws"
+$py -c "import numpy as np; np.save('$ws/embeddings.npy', np.random.default_rng(0).standard_normal((202599, 512), dtype=np.float32))"
+$bin sae --workspace "$ws" --epochs 3 --device cuda 2>&1 | tail -1
+sae=$($py -c "import json; s=json.load(open('$ws/manifest.json'))['stages']['sae']; print(f\"{s['seconds']/3:.2f}\")")
+echo
+echo "| precision | device | fine-tune images/s (224 px, data loading included) | embed images/s | CelebA fine-tune epoch | CelebA embedding |"
+echo "|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
+echo
+echo "SAE (reference loss, 202,599 x 512, 512 features, batch 512): $sae s/epoch on CUDA"
