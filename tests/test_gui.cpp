@@ -1,0 +1,292 @@
+// tests/test_gui.cpp — the real desktop app in a real window (run under `xvfb-run -a`; ctest does).
+//
+// A tiny workspace is built once with the engine (demo data, fine-tune, embed, SAE); every case
+// then starts the app (saescope_gui_driver = `saescope gui`) as a child process, lets it take a
+// screenshot or play a script, and checks the PNG and the app state it writes (--state-out).
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "engine/demo_data.h"
+#include "engine/fsutil.h"
+#include "engine/image.h"
+#include "engine/pipeline.h"
+#include "engine/workspace.h"
+#include "test_helpers.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr int kW = 1280, kH = 800;
+
+bool haveDisplay() {
+  const char* d = std::getenv("DISPLAY");
+  return d && *d;
+}
+
+// The shared tiny workspace: 64 demo faces at 32 px, one epoch, a 64-feature SAE.
+struct Fixture {
+  testutil::TempDir dir{"gui"};
+  std::string data, ws, config;
+  Fixture() {
+    data = dir.str("data");
+    ws = dir.str("ws");
+    config = dir.str("config");
+    engine::JobContext ctx;
+    engine::DemoDataConfig d;
+    d.out = data;
+    d.count = 64;
+    d.size = 32;
+    engine::generateDemoData(d, ctx);
+    engine::TrainConfig t;
+    t.data = data;
+    t.workspace = ws;
+    t.batch = 16;
+    t.imageSize = 32;
+    t.run.device = "cpu";
+    engine::runTrain(t, ctx);
+    engine::EmbedConfig e;
+    e.workspace = ws;
+    e.batch = 32;
+    e.run.device = "cpu";
+    engine::runEmbed(e, ctx);
+    engine::SaeConfig s;
+    s.workspace = ws;
+    s.features = 64;
+    s.epochs = 3;
+    s.batch = 16;
+    s.run.device = "cpu";
+    engine::runSae(s, ctx);
+    // Settings go to a private folder, never the user's ~/.config.
+    setenv("XDG_CONFIG_HOME", config.c_str(), 1);
+  }
+};
+
+Fixture& fixture() {
+  static Fixture f;
+  return f;
+}
+
+std::string q(const std::string& s) {
+  return "'" + s + "'";
+}
+
+// Runs the app with `args`; returns its exit code; stderr goes to `log`.
+int runGui(const std::string& args, const std::string& log) {
+  const std::string cmd =
+      std::string("timeout 300 ") + SAESCOPE_GUI_DRIVER + " " + args + " > " + q(log) + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string slurp(const std::string& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+json readJson(const std::string& p) {
+  return json::parse(slurp(p));
+}
+
+// Distinct RGB colours inside [x0, x1) x [y0, y1).
+size_t distinctColours(const engine::Image& img, int x0, int y0, int x1, int y1) {
+  std::set<uint32_t> c;
+  for (int y = std::max(0, y0); y < std::min(img.height, y1); ++y)
+    for (int x = std::max(0, x0); x < std::min(img.width, x1); ++x) {
+      const uint8_t* p = &img.pixels[(static_cast<size_t>(y) * img.width + x) * img.channels];
+      c.insert(uint32_t(p[0]) << 16 | uint32_t(p[1]) << 8 | p[2]);
+    }
+  return c.size();
+}
+
+size_t widgetColours(const engine::Image& img, const json& state, const std::string& name) {
+  const auto& r = state.at("widgets").at(name);
+  return distinctColours(img, static_cast<int>(r[0].get<double>()),
+                         static_cast<int>(r[1].get<double>()), static_cast<int>(r[2].get<double>()),
+                         static_cast<int>(r[3].get<double>()));
+}
+
+std::string writeScript(const std::string& path, const std::string& text) {
+  engine::writeFileAtomic(path, text);
+  return path;
+}
+
+std::string common(const std::string& stateOut) {
+  return "--size " + std::to_string(kW) + "x" + std::to_string(kH) + " --state-out " + q(stateOut);
+}
+
+}  // namespace
+
+TEST_SUITE("gui") {
+  TEST_CASE("saescope gui --help and a bad flag") {
+    testutil::TempDir tmp("gui-flags");
+    CHECK(runGui("--help", tmp.str("help.txt")) == 0);
+    const std::string help = slurp(tmp.str("help.txt"));
+    CHECK(help.find("--screenshot") != std::string::npos);
+    CHECK(help.find("(default:") != std::string::npos);
+    CHECK(runGui("--view sideways", tmp.str("bad.txt")) == 2);
+    const std::string bad = slurp(tmp.str("bad.txt"));
+    CHECK(bad.rfind("saescope: error: --view", 0) == 0);
+    CHECK(std::count(bad.begin(), bad.end(), '\n') == 1);
+  }
+
+  TEST_CASE("screenshots of every view") {
+    REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
+    Fixture& f = fixture();
+    testutil::TempDir tmp("gui-shots");
+    for (const std::string view : {"pipeline", "browser", "rating", "results"}) {
+      CAPTURE(view);
+      const std::string png = tmp.str(view + ".png"), state = tmp.str(view + ".json");
+      const int rc = runGui("--workspace " + q(f.ws) + " --view " + view +
+                                " --feature 2 --screenshot " + q(png) + " " + common(state),
+                            tmp.str(view + ".log"));
+      INFO(slurp(tmp.str(view + ".log")));
+      REQUIRE(rc == 0);
+      const engine::Image img = engine::decodeImage(png);
+      CHECK(img.width == kW);
+      CHECK(img.height == kH);
+      CHECK(distinctColours(img, 0, 0, img.width, img.height) > 40);  // text, widgets: not blank
+      const json s = readJson(state);
+      CHECK(s["view"] == view);
+      CHECK(s["index"] == "ready");
+      if (view == "browser") {
+        CHECK(s["browser"]["feature"] == 2);
+        CHECK(s["browser"]["grid_loaded"]["dense"] == true);
+        CHECK(s["browser"]["grid_loaded"]["sparse"] == true);
+        // Both 4x4 grids hold real thumbnails: many colours in each grid's rectangle.
+        CHECK(widgetColours(img, s, "grid_dense") > 300);
+        CHECK(widgetColours(img, s, "grid_sparse") > 300);
+        const json seen = readJson(f.ws + "/seen.json");
+        CHECK(seen["seen"]["dense"].size() >= 1);
+      }
+      if (!std::getenv("SAESCOPE_KEEP_SHOTS")) continue;
+      fs::copy_file(png, std::string(SAESCOPE_BINARY_DIR) + "/gui-" + view + ".png",
+                    fs::copy_options::overwrite_existing);
+    }
+  }
+
+  TEST_CASE("keyboard and clicks navigate the browser; a click opens the image; notes are saved") {
+    REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
+    Fixture& f = fixture();
+    testutil::TempDir tmp("gui-nav");
+    const std::string script = writeScript(tmp.str("nav.script"), R"(
+wait-settled 60
+key Right
+wait 2
+key Right
+wait 2
+click next
+wait 2
+key PageDown
+wait 2
+key Left
+wait-settled 60
+state )" + tmp.str("mid.json") + R"(
+click note_sparse
+type eyes closed
+click next 0.5 0.5
+wait 2
+click prev
+wait-settled 60
+click grid_dense 0.12 0.12
+wait-settled 60
+)");
+    const std::string state = tmp.str("state.json");
+    const int rc = runGui("--workspace " + q(f.ws) + " --view browser --feature 3 --script " +
+                              q(script) + " " + common(state),
+                          tmp.str("log.txt"));
+    INFO(slurp(tmp.str("log.txt")));
+    REQUIRE(rc == 0);
+    const json mid = readJson(tmp.str("mid.json"));
+    CHECK(mid["browser"]["feature"] == 3 + 1 + 1 + 1 + 16 - 1);
+    const json s = readJson(state);
+    CHECK(s["script_error"] == "");
+    CHECK(s["browser"]["feature"] == 21);
+    CHECK(s["browser"]["selected_image"].get<int64_t>() >= 0);  // the image detail is open
+    const json notes = readJson(f.ws + "/notes.json");
+    CHECK(notes["notes"]["sparse/21"]["text"] == "eyes closed");
+    const json seen = readJson(f.ws + "/seen.json");
+    std::set<int64_t> dense(seen["seen"]["dense"].begin(), seen["seen"]["dense"].end());
+    for (int id : {3, 4, 5, 6, 22, 21}) CHECK(dense.count(id) == 1);
+  }
+
+  TEST_CASE("start a run, cancel it: the app says cancelled and the workspace is unchanged") {
+    REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
+    Fixture& f = fixture();
+    testutil::TempDir tmp("gui-cancel");
+    const std::vector<std::string> artifacts = {"backbone.pt", "embeddings.npy", "sae.pt",
+                                                "images.txt"};
+    std::map<std::string, std::string> before;
+    for (const auto& a : artifacts) before[a] = slurp(f.ws + "/" + a);
+    const std::string script = writeScript(tmp.str("cancel.script"), R"(
+wait 3
+set data )" + f.data + R"(
+set train.epochs 500
+set train.batch 16
+set train.image_size 32
+set device cpu
+click run_train
+wait-progress 120
+state )" + tmp.str("running.json") + R"(
+click cancel
+wait-idle 120
+wait 3
+)");
+    const std::string state = tmp.str("state.json");
+    const int rc = runGui("--workspace " + q(f.ws) + " --view pipeline --script " + q(script) +
+                              " " + common(state) + " --screenshot " + q(tmp.str("cancel.png")),
+                          tmp.str("log.txt"));
+    INFO(slurp(tmp.str("log.txt")));
+    REQUIRE(rc == 0);
+    const json running = readJson(tmp.str("running.json"));
+    CHECK(running["job"]["busy"] == true);
+    CHECK(running["job"]["current"] == "train");
+    const json s = readJson(state);
+    CHECK(s["job"]["busy"] == false);
+    CHECK(s["job"]["last"]["name"] == "train");
+    CHECK(s["job"]["last"]["state"] == "cancelled");
+    for (const auto& a : artifacts) CHECK_MESSAGE(slurp(f.ws + "/" + a) == before[a], a);
+    for (const auto& e : fs::directory_iterator(f.ws))  // no temporary files left behind
+      CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
+  }
+
+  TEST_CASE("a workspace without embeddings shows what is missing and the buttons that make it") {
+    REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
+    testutil::TempDir tmp("gui-missing");
+    engine::Workspace::open(tmp.str("empty-ws"), true);
+    const std::string state = tmp.str("state.json"), png = tmp.str("missing.png");
+    const int rc = runGui("--workspace " + q(tmp.str("empty-ws")) +
+                              " --view browser --screenshot " + q(png) + " " + common(state),
+                          tmp.str("log.txt"));
+    INFO(slurp(tmp.str("log.txt")));
+    REQUIRE(rc == 0);
+    const json s = readJson(state);
+    CHECK(s["index"] == "missing");
+    CHECK(s["widgets"].contains("need_train"));
+    CHECK(s["widgets"].contains("need_embed"));
+    CHECK(s["widgets"].contains("need_sae"));
+    CHECK(engine::decodeImage(png).width == kW);
+  }
+
+  TEST_CASE("a workspace that does not exist is an in-app error, not a crash") {
+    REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
+    testutil::TempDir tmp("gui-nows");
+    const std::string state = tmp.str("state.json");
+    const int rc = runGui("--workspace " + q(tmp.str("nope")) + " --frames 5 " + common(state),
+                          tmp.str("log.txt"));
+    REQUIRE(rc == 0);
+    const json s = readJson(state);
+    CHECK(s["workspace"].is_null());
+    REQUIRE(s["messages"].size() >= 1);
+    CHECK(s["messages"].back()["level"] == "error");
+  }
+}
