@@ -142,7 +142,8 @@ void runTrain(const TrainConfig& cfg, JobContext& ctx) {
       }
     }
     ctx.checkStop();
-    if (step == 0) throw Error("train: no batch of at least 2 readable images in --data " + cfg.data);
+    if (step == 0 && cfg.epochs > 0)
+      throw Error("train: no batch of at least 2 readable images in --data " + cfg.data);
 
     model->to(torch::kCPU);
     writeTorchCheckpoint(ws.backbonePath(), stateDictOf(*model));

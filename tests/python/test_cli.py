@@ -94,6 +94,20 @@ def pipeline(binary, d):
     m2 = json.load(open(os.path.join(ws2, "manifest.json")))
     check(m2["stages"]["sae"]["config"]["features"] == 128, "sae --features not recorded")
 
+    # --weights: torchvision's own checkpoint format (OrderedDict with fc); --epochs 0 keeps it as is.
+    oracle = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_oracle.py")
+    full = os.path.join(d, "resnet18-full.pth")
+    subprocess.run([sys.executable, oracle, "torchvision-checkpoint", full], check=True)
+    ws3 = os.path.join(d, "ws3")
+    p = run(binary, "train", "--data", demo, "--workspace", ws3, "--weights", full, "--epochs", "0")
+    check(p.returncode == 0, f"train --weights failed: {p.stderr[-1000:]}")
+    check("ImageNet weights from" in p.stderr, "the log does not say the backbone starts from --weights")
+    q = subprocess.run([sys.executable, oracle, "compare-backbone", full, os.path.join(ws3, "backbone.pt")],
+                       capture_output=True, text=True)
+    check(q.returncode == 0, f"backbone.pt differs from the --weights checkpoint: {q.stderr[-800:]}")
+    m3 = json.load(open(os.path.join(ws3, "manifest.json")))
+    check(m3["stages"]["train"]["weights"] == os.path.abspath(full), "weights not recorded in the manifest")
+
 
 def errors(binary, d):
     ws = os.path.join(d, "ws")
@@ -166,9 +180,58 @@ def errors(binary, d):
     check(p.returncode == 0 and "demo-data" in p.stdout and "topk" in p.stdout, "--help")
 
 
+def bad_images(binary, d):
+    """Unreadable files are skipped with a reason; odd but valid images are converted."""
+    from PIL import Image
+
+    root = os.path.join(d, "bad_images")
+    shutil.rmtree(root, ignore_errors=True)
+    data = os.path.join(root, "data", "faces")
+    os.makedirs(data)
+    src = os.path.join(d, "demo", "img_align_celeba", "img_align_celeba")
+    for name in sorted(os.listdir(src))[:24]:
+        shutil.copy(os.path.join(src, name), os.path.join(data, name))
+    png = open(os.path.join(src, "000001.png"), "rb").read()
+    open(os.path.join(data, "truncated.png"), "wb").write(png[:len(png) // 3])
+    open(os.path.join(data, "zero.jpg"), "wb").close()
+    open(os.path.join(data, "text.jpg"), "w").write("this is not an image\n")
+    face = Image.open(os.path.join(src, "000002.png"))
+    face.convert("L").save(os.path.join(data, "grey.png"))
+    face.convert("RGBA").save(os.path.join(data, "alpha.png"))
+    face.convert("P").save(os.path.join(data, "palette.png"))
+    Image.fromarray((np.asarray(face.convert("L"), dtype=np.uint16) * 257)).save(os.path.join(data, "grey16.png"))
+    face.resize((1, 1)).save(os.path.join(data, "tiny.png"))
+    face.resize((300, 200)).save(os.path.join(data, "wide dir name ü.png"))
+    ws = os.path.join(root, "ws with space")
+    p = run(binary, "train", "--data", os.path.join(root, "data"), "--workspace", ws, "--image-size", "64",
+            "--batch", "8")
+    check(p.returncode == 0, f"train on a folder with bad images failed: {p.stderr[-1500:]}")
+    p = run(binary, "embed", "--workspace", ws)
+    check(p.returncode == 0, f"embed on a folder with bad images failed: {p.stderr[-1500:]}")
+    bad = {"faces/truncated.png", "faces/zero.jpg", "faces/text.jpg"}
+    odd = {"faces/grey.png", "faces/alpha.png", "faces/palette.png", "faces/grey16.png", "faces/tiny.png",
+           "faces/wide dir name ü.png"}
+    paths = [l.rstrip("\n") for l in open(os.path.join(ws, "images.txt"), encoding="utf-8")]
+    check(not bad & set(paths), f"unreadable images listed in images.txt: {bad & set(paths)}")
+    check(odd <= set(paths), f"convertible images missing from images.txt: {odd - set(paths)}")
+    check(len(paths) == 24 + len(odd), f"images.txt has {len(paths)} lines")
+    emb = np.load(os.path.join(ws, "embeddings.npy"))
+    check(emb.shape == (len(paths), 512) and np.isfinite(emb).all(), f"embeddings {emb.shape}")
+    m = json.load(open(os.path.join(ws, "manifest.json"), encoding="utf-8"))
+    for stage in ("train", "embed"):
+        skipped = {s["path"]: s["reason"] for s in m["stages"][stage]["skipped"]}
+        check(set(skipped) == bad, f"{stage} skipped {sorted(skipped)}, expected {sorted(bad)}")
+        check(all(r for r in skipped.values()), f"{stage}: a skipped image has no reason")
+    check("skipped faces/zero.jpg" in p.stderr, "the log does not name the skipped images")
+    # Relative paths work too.
+    p = subprocess.run([binary, "topk", "--workspace", os.path.relpath(ws), "--kind", "dense", "--feature", "0",
+                        "--json"], capture_output=True, text=True)
+    check(p.returncode == 0 and json.loads(p.stdout)["images"], "topk with a relative workspace path")
+
+
 if __name__ == "__main__":
     mode, binary, d = sys.argv[1:4]
-    {"pipeline": pipeline, "errors": errors}[mode](binary, d)
+    {"pipeline": pipeline, "errors": errors, "bad-images": bad_images}[mode](binary, d)
     if FAILURES:
         print(f"{len(FAILURES)} check(s) failed")
         sys.exit(1)

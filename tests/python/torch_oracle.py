@@ -5,6 +5,9 @@ usage: torch_oracle.py losses            -> JSON of the fine-tuning and SAE loss
                                             OUTDIR/input.npy, OUTDIR/output.npy (eval forward),
                                             and prints the state_dict names and shapes as JSON
        torch_oracle.py resize IN.npy H W OUT.npy -> antialiased bilinear resize of [C,H,W] float
+       torch_oracle.py imagefolder ROOT  -> torchvision ImageFolder's order of ROOT, one path a line
+       torch_oracle.py torchvision-checkpoint FILE -> a full resnet18 state_dict (with fc)
+       torch_oracle.py compare-backbone FULL BACKBONE -> BACKBONE == FULL without fc, strict load
 """
 import json
 import math
@@ -73,13 +76,40 @@ def resize(src, h, w, dst):
     np.save(dst, y[0].numpy())
 
 
+def imagefolder(root):
+    """ImageFolder's order of a folder (relative paths, one per line)."""
+    import os
+    import torchvision
+    ds = torchvision.datasets.ImageFolder(root, loader=lambda p: p)
+    for path, _ in ds.samples:
+        print(os.path.relpath(path, root))
+
+
+def torchvision_checkpoint(path):
+    """A full torchvision resnet18 state_dict (fc included), as torchvision saves its weights."""
+    import torchvision
+    torch.manual_seed(11)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+
+
+def compare_backbone(full, backbone):
+    """backbone.pt must equal the full checkpoint without fc, and load strictly into resnet18."""
+    import torchvision
+    a, b = torch.load(full), torch.load(backbone)
+    a = {k: v for k, v in a.items() if not k.startswith("fc.")}
+    assert set(a) == set(b), set(a) ^ set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    m = torchvision.models.resnet18()
+    m.fc = torch.nn.Identity()
+    m.load_state_dict(b, strict=True)
+    print("OK")
+
+
+COMMANDS = {"losses": losses, "resnet": resnet, "resize": resize, "imagefolder": imagefolder,
+            "torchvision-checkpoint": torchvision_checkpoint, "compare-backbone": compare_backbone}
+
 if __name__ == "__main__":
-    cmd = sys.argv[1]
-    if cmd == "losses":
-        losses()
-    elif cmd == "resnet":
-        resnet(sys.argv[2])
-    elif cmd == "resize":
-        resize(*sys.argv[2:6])
-    else:
-        sys.exit(f"unknown command {cmd}")
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(f"usage: torch_oracle.py {'|'.join(COMMANDS)} ARGS...")
+    COMMANDS[sys.argv[1]](*sys.argv[2:])
