@@ -48,7 +48,11 @@ void printMainHelp() {
       "  sae         train the sparse autoencoder on the embeddings\n"
       "  run         train + embed + sae in one go\n"
       "  topk        top-activating images of a dense dimension or sparse feature\n"
-      "  stats       statistics of blind rating studies\n\n"
+      "  stats       statistics of blind rating studies\n"
+      "  sae-eval    health metrics of an SAE on the held-out split\n"
+      "  interp      attribute AUROC and purity: dense vs sparse vs random\n"
+      "  import      build a workspace from outside embeddings / SAE / backbone files\n"
+      "  export      a feature's grid as PNG, a contact sheet, CSV statistics, notes\n\n"
       "  --version   print the version\n"
       "  --help      this help; `saescope COMMAND --help` lists a command's flags and defaults\n\n"
       "example:\n"
@@ -64,10 +68,12 @@ void printMainHelp() {
 
 int runCli(const std::vector<std::string>& args) {
   static const std::map<std::string, std::function<int(const std::vector<std::string>&)>> commands =
-      {{"gui", cmdGui},     {"demo-data", cmdDemoData},
-       {"train", cmdTrain}, {"embed", cmdEmbed},
-       {"sae", cmdSae},     {"run", cmdRun},
-       {"topk", cmdTopk},   {"stats", cmdStats}};
+      {{"gui", cmdGui},          {"demo-data", cmdDemoData},
+       {"train", cmdTrain},      {"embed", cmdEmbed},
+       {"sae", cmdSae},          {"run", cmdRun},
+       {"topk", cmdTopk},        {"stats", cmdStats},
+       {"import", cmdImport},    {"export", cmdExport},
+       {"sae-eval", cmdSaeEval}, {"interp", cmdInterp}};
   try {
     if (args.empty()) return cmdGui({});
     const std::string& first = args[0];

@@ -12,7 +12,7 @@ using nlohmann::json;
 namespace app {
 
 int cmdTopk(const std::vector<std::string>& args) {
-  std::string ws, kind, rank = "seed";
+  std::string ws, kind, rank = "seed", sae;
   int64_t feature = -1;
   int k = 16;
   bool asJson = false;
@@ -23,6 +23,7 @@ int cmdTopk(const std::vector<std::string>& args) {
       .integer("--feature", &feature, "feature id")
       .integer("--k", &k, "number of images")
       .str("--rank", "seed|raw", &rank, "seed: reference (row-normalised); raw: activation")
+      .str("--sae", "NAME", &sae, "one of the workspace's SAEs (default: the current one)")
       .sw("--json", &asJson, "print JSON");
   if (!cmd.parse(args)) return 0;
   requireWorkspace(ws);
@@ -32,7 +33,7 @@ int cmdTopk(const std::vector<std::string>& args) {
   const engine::RankRule rr = engine::parseRank(rank, "--rank");
   const engine::Workspace w = engine::Workspace::open(ws, false);
   const std::vector<std::string> paths = w.imageList();
-  const auto top = engine::computeTopK(ws, fk, feature, k, rr);
+  const auto top = engine::computeTopK(ws, fk, feature, k, rr, sae);
   json images = json::array();
   for (const auto& e : top) {
     const std::string path =

@@ -6,6 +6,8 @@
 #include "engine/demo_data.h"
 #include "engine/features.h"
 #include "engine/pipeline.h"
+#include "engine/sae_eval.h"
+#include "engine/workspace.h"
 
 namespace app {
 
@@ -41,15 +43,64 @@ static void trainFlags(Command& cmd, engine::TrainConfig& t) {
       .str("--precision", "fp32|bf16", &t.precision, "numeric precision");
 }
 
-static void saeFlags(Command& cmd, engine::SaeConfig& s, bool prefixed) {
+// The value of --variant in args ("seed" when absent), so that each variant's defaults apply
+// before the other flags are parsed (and show in --help).
+static std::string variantOf(const std::vector<std::string>& args) {
+  std::string v = "seed";
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--variant" && i + 1 < args.size()) v = args[i + 1];
+    if (args[i].rfind("--variant=", 0) == 0) v = args[i].substr(10);
+  }
+  return v;
+}
+
+static void saeFlags(Command& cmd, engine::SaeConfig& s, bool prefixed, std::string* holdout) {
   const std::string p = prefixed ? "--sae-" : "--";
-  cmd.integer("--features", &s.features, "SAE features (dictionary size)")
-      .integer(p + "epochs", &s.epochs, "SAE epochs")
+  cmd.str("--variant", "seed|l1|topk|batchtopk", &s.variant,
+          "SAE variant (seed: the reference; put it first: it sets the other defaults)")
+      .str(p + "name", "NAME", &s.name, "run name (saes/NAME.pt; default: from the settings)")
+      .integer("--features", &s.features, "SAE features (dictionary size)")
+      .integer(p + "epochs", &s.epochs, "SAE epochs (when --steps is 0)")
+      .integer(p + "steps", &s.steps, "SAE optimiser steps (0: from epochs)")
       .integer(p + "batch", &s.batch, "SAE batch size")
-      .real(p + "lr", &s.lr, "SAE Adam learning rate")
-      .real("--l1", &s.l1, "sparsity penalty λ")
+      .real(p + "lr", &s.lr, "SAE Adam learning rate (0: 2e-4·sqrt(16384/features))")
+      .real("--l1", &s.l1, "sparsity penalty λ (seed, l1)")
       .real("--weight-decay", &s.weightDecay, "Adam weight decay")
-      .str("--variant", "seed", &s.variant, "SAE variant (seed: the reference)");
+      .integer("--k", &s.k, "topk/batchtopk: active latents per vector")
+      .integer("--k-aux", &s.kAux, "AuxK: dead latents modelling the residual")
+      .real("--aux-alpha", &s.auxAlpha, "AuxK loss weight")
+      .integer("--dead-after", &s.deadAfter,
+               "vectors without firing until a latent counts as dead (0: one pass)")
+      .real("--lr-warmup", &s.lrWarmup, "fraction of steps with lr warm-up")
+      .real("--lr-decay", &s.lrDecay, "fraction of final steps with lr decay to 0")
+      .real("--l1-warmup", &s.l1Warmup, "l1: fraction of steps over which λ ramps up")
+      .real("--grad-clip", &s.gradClip, "gradient-norm clip (0: none)")
+      .real("--decoder-init-norm", &s.decoderInitNorm, "l1: initial decoder row norm")
+      .real("--threshold-ema", &s.thresholdEma, "topk/batchtopk: EMA rate of the global threshold")
+      .str("--holdout", "yes|no", holdout, "exclude the held-out split from SAE training");
+}
+
+static void applyHoldout(engine::SaeConfig& s, const std::string& h) {
+  if (h == "yes")
+    s.holdout = true;
+  else if (h == "no")
+    s.holdout = false;
+  else
+    throw UsageError("--holdout " + h + ": expected yes or no");
+}
+
+// "8,16,32" → {8, 16, 32}; "" → {}.
+static std::vector<double> parseList(const std::string& flag, const std::string& v) {
+  std::vector<double> out;
+  size_t pos = 0;
+  while (pos < v.size()) {
+    const size_t c = v.find(',', pos);
+    out.push_back(
+        parseDouble(flag, v.substr(pos, c == std::string::npos ? std::string::npos : c - pos)));
+    if (c == std::string::npos) break;
+    pos = c + 1;
+  }
+  return out;
 }
 
 int cmdTrain(const std::vector<std::string>& args) {
@@ -88,32 +139,74 @@ static void buildIndex(const std::string& ws, engine::JobContext& ctx) {
 }
 
 int cmdSae(const std::vector<std::string>& args) {
-  engine::SaeConfig s;
-  Command cmd("sae", "--workspace WS [options]",
-              "Trains the sparse autoencoder on the embeddings; writes WS/sae.pt.");
+  engine::SaeConfig s = engine::saeDefaults(variantOf(args));
+  std::string holdout = s.holdout ? "yes" : "no", sweepK, sweepSeeds, sweepL1, use;
+  Command cmd("sae", "--workspace WS [--variant V] [options]",
+              "Trains a sparse autoencoder on the embeddings; writes WS/saes/NAME.pt and makes it "
+              "the current SAE (WS/sae.pt).");
   cmd.str("--workspace", "WS", &s.workspace, "workspace folder");
-  saeFlags(cmd, s, false);
+  saeFlags(cmd, s, false, &holdout);
+  cmd.str("--sweep-k", "K,K,..", &sweepK, "train one SAE per k (topk/batchtopk)")
+      .str("--sweep-l1", "X,X,..", &sweepL1, "train one SAE per λ (seed/l1)")
+      .str("--sweep-seeds", "S,S,..", &sweepSeeds, "train one SAE per seed")
+      .str("--use", "NAME", &use, "make SAE NAME the current one (no training)");
   cmd.common(&s.run);
   if (!cmd.parse(args)) return 0;
   requireWorkspace(s.workspace);
+  if (!use.empty()) {
+    engine::selectSae(s.workspace, use);
+    runWithProgress([&](engine::JobContext& ctx) { buildIndex(s.workspace, ctx); });
+    std::printf("current SAE: %s\n", use.c_str());
+    return 0;
+  }
+  applyHoldout(s, holdout);
+  std::vector<engine::SaeConfig> runs;
+  const std::vector<double> ks = parseList("--sweep-k", sweepK),
+                            l1s = parseList("--sweep-l1", sweepL1),
+                            seeds = parseList("--sweep-seeds", sweepSeeds);
+  for (double k : ks.empty() ? std::vector<double>{double(s.k)} : ks)
+    for (double l1 : l1s.empty() ? std::vector<double>{s.l1} : l1s)
+      for (double seed : seeds.empty() ? std::vector<double>{double(s.run.seed)} : seeds) {
+        engine::SaeConfig r = s;
+        r.k = static_cast<int>(k);
+        r.l1 = l1;
+        r.run.seed = static_cast<uint64_t>(seed);
+        if (!s.name.empty() && (ks.size() > 1 || l1s.size() > 1 || seeds.size() > 1))
+          r.name = s.name + "-" + engine::saeRunName(r);
+        engine::validate(r);
+        runs.push_back(r);
+      }
   runWithProgress([&](engine::JobContext& ctx) {
-    engine::runSae(s, ctx);
+    for (const auto& r : runs) engine::runSae(r, ctx);
     buildIndex(s.workspace, ctx);
   });
+  if (runs.size() > 1) {
+    const engine::Workspace w = engine::Workspace::open(s.workspace, false);
+    std::printf("%-32s %8s %8s %8s\n", "sae", "l0", "ev", "dead");
+    for (const auto& r : runs) {
+      const std::string n = r.name.empty() ? engine::saeRunName(r) : r.name;
+      const auto& m = w.manifest()["sae_runs"][n]["metrics"];
+      if (m.is_object())
+        std::printf("%-32s %8.2f %8.4f %8.4f\n", n.c_str(), m.value("l0", 0.0),
+                    m.value("explained_variance", 0.0), m.value("dead_fraction", 0.0));
+    }
+  }
   return 0;
 }
 
 int cmdRun(const std::vector<std::string>& args) {
   engine::TrainConfig t;
   engine::EmbedConfig e;
-  engine::SaeConfig s;
+  engine::SaeConfig s = engine::saeDefaults(variantOf(args));
+  std::string holdout = s.holdout ? "yes" : "no";
   Command cmd("run", "--data DIR --workspace WS [options]",
               "The whole pipeline: train, embed, sae (and the feature index).");
   trainFlags(cmd, t);
   cmd.integer("--embed-batch", &e.batch, "embedding batch size");
-  saeFlags(cmd, s, true);
+  saeFlags(cmd, s, true, &holdout);
   cmd.common(&t.run);
   if (!cmd.parse(args)) return 0;
+  applyHoldout(s, holdout);
   if (t.data.empty()) throw UsageError("--data: required; pass --data DIR (an image folder)");
   requireWorkspace(t.workspace);
   e.workspace = s.workspace = t.workspace;

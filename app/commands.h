@@ -14,7 +14,11 @@ int cmdTrain(const Args& args);
 int cmdEmbed(const Args& args);
 int cmdSae(const Args& args);
 int cmdRun(const Args& args);
-int cmdTopk(const Args& args);   // cmd_features.cpp
-int cmdStats(const Args& args);  // cmd_stats.cpp
+int cmdTopk(const Args& args);     // cmd_features.cpp
+int cmdStats(const Args& args);    // cmd_stats.cpp
+int cmdSaeEval(const Args& args);  // cmd_sae_eval.cpp
+int cmdInterp(const Args& args);
+int cmdImport(const Args& args);  // cmd_import.cpp
+int cmdExport(const Args& args);
 
 }  // namespace app

@@ -1,5 +1,8 @@
 // JSON forms and validation of the pipeline configs (torch-free).
+#include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdio>
 
 #include "error.h"
 #include "pipeline.h"
@@ -13,9 +16,9 @@ json toJson(const RunOptions& c) {
 }
 
 json toJson(const TrainConfig& c) {
-  return {{"data", c.data},         {"epochs", c.epochs},       {"batch", c.batch},
-          {"lr", c.lr},             {"image_size", c.imageSize}, {"weights", c.weights},
-          {"limit", c.limit},       {"normalize", c.normalize}, {"precision", c.precision},
+  return {{"data", c.data},      {"epochs", c.epochs},        {"batch", c.batch},
+          {"lr", c.lr},          {"image_size", c.imageSize}, {"weights", c.weights},
+          {"limit", c.limit},    {"normalize", c.normalize},  {"precision", c.precision},
           {"run", toJson(c.run)}};
 }
 
@@ -27,9 +30,75 @@ json toJson(const EmbedConfig& c) {
 }
 
 json toJson(const SaeConfig& c) {
-  return {{"variant", c.variant}, {"features", c.features}, {"epochs", c.epochs},
-          {"batch", c.batch},     {"lr", c.lr},             {"l1", c.l1},
-          {"weight_decay", c.weightDecay}, {"run", toJson(c.run)}};
+  json j = {{"variant", c.variant},
+            {"features", c.features},
+            {"epochs", c.epochs},
+            {"batch", c.batch},
+            {"lr", c.lr},
+            {"l1", c.l1},
+            {"weight_decay", c.weightDecay},
+            {"run", toJson(c.run)}};
+  if (c.variant != "seed") {  // the seed record stays as it was
+    j["name"] = c.name.empty() ? saeRunName(c) : c.name;
+    j["steps"] = c.steps;
+    j["lr_effective"] = saeEffectiveLr(c);
+    j["k"] = c.k;
+    j["k_aux"] = c.kAux;
+    j["aux_alpha"] = c.auxAlpha;
+    j["dead_after"] = c.deadAfter;
+    j["lr_warmup"] = c.lrWarmup;
+    j["lr_decay"] = c.lrDecay;
+    j["l1_warmup"] = c.l1Warmup;
+    j["grad_clip"] = c.gradClip;
+    j["decoder_init_norm"] = c.decoderInitNorm;
+    j["threshold_ema"] = c.thresholdEma;
+    j["holdout"] = c.holdout;
+  } else if (!c.name.empty()) {
+    j["name"] = c.name;
+  }
+  return j;
+}
+
+SaeConfig saeDefaults(const std::string& variant) {
+  SaeConfig c;
+  c.variant = variant;
+  if (variant != "l1" && variant != "topk" && variant != "batchtopk") return c;
+  c.features = 4096;
+  c.epochs = 0;
+  c.steps = 2000;
+  c.batch = 4096;
+  c.lr = 0;  // scaled with width
+  c.weightDecay = 0;
+  c.lrDecay = 0.2;
+  c.holdout = true;
+  if (variant == "l1") {
+    // April 2024 recipe: MSE + λ Σ f_i ‖W_d,i‖, λ warm-up 5%, lr decay 20%, decoder norm 0.1.
+    c.l1 = 5;
+    c.lr = 5e-5;
+    c.l1Warmup = 0.05;
+    c.decoderInitNorm = 0.1;
+    c.gradClip = 1;
+  } else {
+    c.l1 = 0;
+    c.lrWarmup = 0.05;
+  }
+  return c;
+}
+
+std::string saeRunName(const SaeConfig& c) {
+  std::string n = c.variant + "-f" + std::to_string(c.features);
+  if (c.variant == "topk" || c.variant == "batchtopk") n += "-k" + std::to_string(c.k);
+  if (c.variant == "seed" || c.variant == "l1") {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "-l%g", c.l1);
+    n += buf;
+  }
+  return n + "-s" + std::to_string(c.run.seed);
+}
+
+double saeEffectiveLr(const SaeConfig& c) {
+  if (c.lr > 0) return c.lr;
+  return 2e-4 * std::sqrt(16384.0 / std::max(1, c.features));
 }
 
 namespace {
@@ -40,15 +109,15 @@ void positive(double v, const char* flag, const char* what) {
 
 void validateRun(const RunOptions& r) {
   if (r.threads < 0 || r.threads > 1024)
-    throw Error("--threads " + std::to_string(r.threads) + ": must be between 0 (all cores) and 1024");
+    throw Error("--threads " + std::to_string(r.threads) +
+                ": must be between 0 (all cores) and 1024");
   const std::string& d = r.device;
   if (!(d == "auto" || d == "cpu" || d.rfind("cuda", 0) == 0))
     throw Error("--device " + d + ": expected auto, cpu, cuda or cuda:N");
 }
 
 void validatePrecision(const std::string& p) {
-  if (p != "fp32" && p != "bf16")
-    throw Error("--precision " + p + ": expected fp32 or bf16");
+  if (p != "fp32" && p != "bf16") throw Error("--precision " + p + ": expected fp32 or bf16");
 }
 }  // namespace
 
@@ -78,18 +147,45 @@ void validate(const EmbedConfig& c) {
 }
 
 void validate(const SaeConfig& c) {
-  if (c.variant != "seed")
-    throw Error("--variant " + c.variant + ": this build knows only 'seed' (the reference SAE)");
+  const std::string& v = c.variant;
+  if (v != "seed" && v != "l1" && v != "topk" && v != "batchtopk")
+    throw Error("--variant " + v + ": expected seed (the reference), l1, topk or batchtopk");
   if (c.features < 1 || c.features > 1 << 20)
     throw Error("--features " + std::to_string(c.features) + ": must be between 1 and 1048576");
-  if (c.epochs < 1 || c.epochs > 1000000)
-    throw Error("--epochs " + std::to_string(c.epochs) + ": must be at least 1");
+  if (c.epochs < 0 || c.epochs > 1000000 || (c.epochs == 0 && c.steps == 0))
+    throw Error("--epochs " + std::to_string(c.epochs) + ": must be at least 1 (or give --steps)");
+  if (c.steps < 0 || c.steps > 100000000)
+    throw Error("--steps " + std::to_string(c.steps) + ": must be 0 (use --epochs) or more");
+  if (v == "seed" && c.steps != 0)
+    throw Error("--steps: the seed variant trains by --epochs (the reference); drop --steps");
   if (c.batch < 1 || c.batch > 1 << 20)
     throw Error("--batch " + std::to_string(c.batch) + ": must be at least 1");
-  positive(c.lr, "--lr", "a positive number");
+  if (v == "seed" || c.lr != 0) positive(c.lr, "--lr", "a positive number (0: scaled with width)");
   if (!(c.l1 >= 0) || !std::isfinite(c.l1))
     throw Error("--l1 " + std::to_string(c.l1) + ": must be 0 or more");
   if (!(c.weightDecay >= 0)) throw Error("--weight-decay: must be 0 or more");
+  if ((v == "topk" || v == "batchtopk") && (c.k < 1 || c.k > c.features))
+    throw Error("--k " + std::to_string(c.k) + ": must be between 1 and --features (" +
+                std::to_string(c.features) + ")");
+  if (c.kAux < 0) throw Error("--k-aux " + std::to_string(c.kAux) + ": must be 0 or more");
+  if (!(c.auxAlpha >= 0)) throw Error("--aux-alpha: must be 0 or more");
+  if (c.deadAfter < 0) throw Error("--dead-after: must be 0 (one pass) or more");
+  auto frac = [](double x, const char* flag) {
+    if (!(x >= 0 && x <= 1)) throw Error(std::string(flag) + ": must be a fraction in [0, 1]");
+  };
+  frac(c.lrWarmup, "--lr-warmup");
+  frac(c.lrDecay, "--lr-decay");
+  frac(c.l1Warmup, "--l1-warmup");
+  if (c.lrWarmup + c.lrDecay > 1) throw Error("--lr-warmup + --lr-decay: must be at most 1");
+  if (!(c.gradClip >= 0)) throw Error("--grad-clip: must be 0 (none) or more");
+  positive(c.decoderInitNorm, "--decoder-init-norm", "a positive number");
+  if (!(c.thresholdEma > 0 && c.thresholdEma <= 1))
+    throw Error("--threshold-ema: must be in (0, 1]");
+  for (char ch : c.name)
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.'))
+      throw Error("--name " + c.name + ": use letters, digits, '-', '_' and '.' only");
+  if (!c.name.empty() && c.name[0] == '.')
+    throw Error("--name " + c.name + ": must not start with '.'");
   validateRun(c.run);
 }
 

@@ -17,6 +17,7 @@
 #include "fsutil.h"
 #include "npy.h"
 #include "sae.h"
+#include "sae_eval.h"
 #include "torch_util.h"
 #include "workspace.h"
 
@@ -169,7 +170,7 @@ struct Sources {
   torch::Tensor we, be, bd;  // SAE encoder weights (CPU float)
 };
 
-Sources readSources(const Workspace& ws) {
+Sources readSources(const Workspace& ws, const std::string& saeFile = "") {
   if (!ws.hasEmbeddings())
     throw Error(ws.embeddingsPath() + ": missing; run `saescope embed --workspace " + ws.dir() + "` first");
   Sources s;
@@ -180,8 +181,9 @@ Sources readSources(const Workspace& ws) {
     const std::vector<float> f = s.emb.toFloat();
     s.emb = TensorData::fromFloat(s.emb.shape, f.data());
   }
-  if (ws.hasSae()) {
-    const StateDict sd = readTensorFile(ws.saePath());
+  const std::string saePath = saeFile.empty() ? ws.saePath() : saeFile;
+  if (fileExists(saePath)) {
+    const StateDict sd = readTensorFile(saePath);
     const char* names[] = {"weight_encoder", "bias_encoder", "bias_decoder"};
     for (const char* name : names)
       if (!findTensor(sd, name))
@@ -451,13 +453,16 @@ std::vector<std::pair<int64_t, float>> FeatureIndex::strongestSparse(int64_t row
 }
 
 std::vector<TopEntry> computeTopK(const std::string& workspace, FeatureKind kind, int64_t feature,
-                                  int k, RankRule rule) {
+                                  int k, RankRule rule, const std::string& saeName) {
   const Workspace ws = Workspace::open(workspace, false);
   if (k < 1) throw Error("--k " + std::to_string(k) + ": must be at least 1");
-  if (kind == FeatureKind::Sparse && !ws.hasSae())
+  // Another SAE than the current one: computed directly (the cache is the current SAE's).
+  const bool other = !saeName.empty() && saeName != currentSaeName(ws);
+  const std::string saeFile = other ? saeFileFor(ws, saeName) : std::string();
+  if (kind == FeatureKind::Sparse && !other && !ws.hasSae())
     throw Error(ws.saePath() + ": missing; run `saescope sae --workspace " + ws.dir() + "` first");
   JobContext quiet;
-  if (k <= FeatureIndex::kStoredK) {
+  if (k <= FeatureIndex::kStoredK && !other) {
     if (auto idx = tryLoadIndex(ws)) {
       const int64_t nf = idx->numFeatures(kind);
       if (feature < 0 || feature >= nf)
@@ -469,7 +474,7 @@ std::vector<TopEntry> computeTopK(const std::string& workspace, FeatureKind kind
       return top;
     }
   }
-  const Sources src = readSources(ws);
+  const Sources src = readSources(ws, saeFile);
   const int64_t nf = kind == FeatureKind::Dense ? src.emb.shape[1] : src.we.size(1);
   if (feature < 0 || feature >= nf)
     throw Error("--feature " + std::to_string(feature) + ": out of range; this workspace has " +

@@ -23,14 +23,14 @@ FeatureKind parseKind(const std::string& s, const std::string& flag);
 RankRule parseRank(const std::string& s, const std::string& flag);
 
 struct TopEntry {
-  int64_t index = 0;       // image row (images.txt line)
-  float score = 0;         // the ranking value (normalised for seed, raw for raw)
-  float activation = 0;    // the raw activation
+  int64_t index = 0;     // image row (images.txt line)
+  float score = 0;       // the ranking value (normalised for seed, raw for raw)
+  float activation = 0;  // the raw activation
 };
 
 // Per-feature summary over all images.
 struct FeatureStats {
-  int64_t active = 0;      // images with activation > 0 (dense: > 0 as well)
+  int64_t active = 0;  // images with activation > 0 (dense: > 0 as well)
   double mean = 0;
   float min = 0, max = 0;
   std::vector<int64_t> histogram;  // kHistBins bins over [min, max]
@@ -48,7 +48,7 @@ class FeatureIndex {
   // Loads the cached index from WS/index/ if it matches the current artifacts, else builds and
   // caches it.
   static std::shared_ptr<const FeatureIndex> loadOrBuild(const std::string& workspace,
-                                                          JobContext& ctx);
+                                                         JobContext& ctx);
 
   int64_t numImages() const { return m_numImages; }
   int64_t numFeatures(FeatureKind k) const;
@@ -69,8 +69,9 @@ class FeatureIndex {
 
 // Top-k of one feature computed directly from the workspace's arrays (any k), best first, ties by
 // lower index. Matches the reference Python ranking.
+// `saeName`: one of the workspace's SAEs (saes/<name>.pt); "" = the current SAE (sae.pt).
 std::vector<TopEntry> computeTopK(const std::string& workspace, FeatureKind kind, int64_t feature,
-                                  int k, RankRule rule);
+                                  int k, RankRule rule, const std::string& saeName = "");
 
 // Composes `cols` x rows thumbnails (RGB, any size; each scaled to `cell` px) into one RGBA image
 // with `pad` px gaps on a dark background. Missing thumbnails (empty images) leave a grey cell.

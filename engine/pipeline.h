@@ -7,9 +7,8 @@
 // engine::Cancelled.
 #pragma once
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "job.h"
 
@@ -23,14 +22,14 @@ struct RunOptions {
 };
 
 struct TrainConfig {
-  std::string data;             // image folder
+  std::string data;  // image folder
   std::string workspace;
   int epochs = 1;
   int batch = 128;
   double lr = 1e-3;
   int imageSize = 224;
-  std::string weights;          // torchvision resnet18 state_dict (.pth); "" = random init
-  int64_t limit = 0;            // use only the first N images (0 = all)
+  std::string weights;             // torchvision resnet18 state_dict (.pth); "" = random init
+  int64_t limit = 0;               // use only the first N images (0 = all)
   std::string normalize = "none";  // none | imagenet
   std::string precision = "fp32";  // fp32 | bf16
   RunOptions run;
@@ -39,22 +38,49 @@ struct TrainConfig {
 struct EmbedConfig {
   std::string workspace;
   int batch = 128;
-  int imageSize = 0;            // 0 = the size the backbone was trained at
+  int imageSize = 0;  // 0 = the size the backbone was trained at
   std::string precision = "fp32";
   RunOptions run;
 };
 
+// The SAE stage. Struct defaults are the reference (`seed`); saeDefaults(variant) gives each
+// variant's defaults. The modern variants (l1, topk, batchtopk) train on centred, norm-scaled
+// inputs and fold that transform (and, for topk/batchtopk, the learned global threshold) into the
+// saved weights, so the reference encode f = ReLU((x − b_d) W_e + b_e) on the L2-normalised
+// embedding gives the variant's features (see engine/sae.h).
 struct SaeConfig {
   std::string workspace;
-  std::string variant = "seed";  // the reference SAE of DESIGN.md
+  std::string variant = "seed";  // seed | l1 | topk | batchtopk
+  std::string name;              // run name (saes/<name>.pt); "" = derived from the settings
   int features = 512;
-  int epochs = 30;
-  int batch = 512;
-  double lr = 1e-5;
-  double l1 = 0.1;
+  int epochs = 30;    // passes over the training split (when steps == 0)
+  int64_t steps = 0;  // optimiser steps; 0 = epochs × batches per epoch
+  int batch = 512;    // clamped to the training split's size
+  double lr = 1e-5;   // 0 = scaled with width: 2e-4 · sqrt(16384 / features)
+  double l1 = 0.1;    // seed: λ on Σ|f|; l1: λ on Σ f_i ‖W_d,i‖
   double weightDecay = 1e-4;
+  int k = 16;                  // topk / batchtopk: active latents per vector
+  int kAux = 256;              // AuxK: dead latents used to model the residual
+  double auxAlpha = 1.0 / 32;  // AuxK loss weight
+  int64_t deadAfter = 0;       // a latent is dead after this many vectors without firing
+                               // (0 = one pass over the training split)
+  double lrWarmup = 0;         // fraction of steps with linear lr warm-up
+  double lrDecay = 0;          // fraction of final steps with linear lr decay to 0
+  double l1Warmup = 0;         // l1: fraction of steps over which λ ramps up from 0
+  double gradClip = 0;         // global gradient-norm clip (0 = none)
+  double decoderInitNorm = 1;  // l1: initial norm of decoder rows
+  double thresholdEma = 0.01;  // topk/batchtopk: EMA rate of the global threshold
+  bool holdout = false;        // exclude the held-out split from training (modern: on)
   RunOptions run;
 };
+
+// The defaults of `variant` (unknown names: the seed defaults, left for validate() to reject).
+// modern: 4096 features, k 16, batch 4096, k_aux 256, α 1/32, 2000 steps, lr scaled with width.
+SaeConfig saeDefaults(const std::string& variant);
+// The run name used when cfg.name is empty, e.g. "topk-f4096-k16-s0".
+std::string saeRunName(const SaeConfig& cfg);
+// The learning rate actually used (resolves lr == 0).
+double saeEffectiveLr(const SaeConfig& cfg);
 
 nlohmann::json toJson(const RunOptions& c);
 nlohmann::json toJson(const TrainConfig& c);

@@ -10,6 +10,7 @@
 #include "fsutil.h"
 #include "npy.h"
 #include "pipeline.h"
+#include "sae_eval.h"
 #include "torch_util.h"
 #include "workspace.h"
 
@@ -29,6 +30,10 @@ torch::Tensor SparseAutoencoderImpl::encode(const torch::Tensor& x) {
   return torch::relu(torch::addmm(bias_encoder, x - bias_decoder, weight_encoder));
 }
 
+torch::Tensor SparseAutoencoderImpl::preActivation(const torch::Tensor& x) {
+  return torch::addmm(bias_encoder, x - bias_decoder, weight_encoder);
+}
+
 torch::Tensor SparseAutoencoderImpl::decode(const torch::Tensor& f) {
   return torch::addmm(bias_decoder, f, weight_decoder);
 }
@@ -46,6 +51,293 @@ torch::Tensor l2normalizeRows(const torch::Tensor& x) {
   return x / x.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Modern variants: building blocks
+
+torch::Tensor geometricMedian(const torch::Tensor& x, int iterations) {
+  torch::NoGradGuard noGrad;
+  torch::Tensor m = x.mean(0);
+  for (int i = 0; i < iterations; ++i) {
+    const torch::Tensor w = 1.0 / (x - m).norm(2, 1).clamp_min(1e-8);  // [N]
+    m = (w.unsqueeze(1) * x).sum(0) / w.sum();
+  }
+  return m;
+}
+
+torch::Tensor topkActivation(const torch::Tensor& pre, int64_t k) {
+  const auto top = pre.topk(std::min<int64_t>(k, pre.size(1)), 1);
+  return torch::zeros_like(pre).scatter(1, std::get<1>(top), torch::relu(std::get<0>(top)));
+}
+
+torch::Tensor batchTopkActivation(const torch::Tensor& pre, int64_t k) {
+  const torch::Tensor r = torch::relu(pre).flatten();
+  const auto top = r.topk(std::min<int64_t>(k * pre.size(0), r.numel()));
+  return torch::zeros_like(r).scatter(0, std::get<1>(top), std::get<0>(top)).view(pre.sizes());
+}
+
+double batchThreshold(const torch::Tensor& pre, int64_t k) {
+  torch::NoGradGuard noGrad;
+  const torch::Tensor r = torch::relu(pre.detach()).flatten();
+  const int64_t n = std::min<int64_t>(k * pre.size(0), r.numel());
+  return std::get<0>(r.topk(n)).min().item<double>();
+}
+
+torch::Tensor thresholdActivation(const torch::Tensor& pre, const torch::Tensor& theta) {
+  return pre * (pre > theta).to(pre.scalar_type());
+}
+
+torch::Tensor auxkLoss(const torch::Tensor& pre, const torch::Tensor& residual,
+                       const torch::Tensor& weightDecoder, const torch::Tensor& dead,
+                       int64_t kAux) {
+  const int64_t nDead = dead.sum().item<int64_t>();
+  if (nDead == 0 || kAux < 1) return torch::zeros({}, pre.options());
+  const int64_t k = std::min(kAux, nDead);
+  const torch::Tensor masked = pre.masked_fill(dead.logical_not().unsqueeze(0), -INFINITY);
+  const auto top = masked.topk(k, 1);
+  const torch::Tensor z =
+      torch::zeros_like(pre).scatter(1, std::get<1>(top), torch::relu(std::get<0>(top)));
+  const torch::Tensor eHat = torch::mm(z, weightDecoder);
+  return (eHat - residual).pow(2).mean();
+}
+
+void removeParallelGradient(const torch::Tensor& weightDecoder) {
+  torch::NoGradGuard noGrad;
+  torch::Tensor g = weightDecoder.mutable_grad();
+  if (!g.defined()) return;
+  const torch::Tensor unit = weightDecoder / weightDecoder.norm(2, 1, true).clamp_min(1e-12);
+  g.sub_((g * unit).sum(1, true) * unit);
+}
+
+void normaliseDecoderRows(const torch::Tensor& weightDecoder) {
+  torch::NoGradGuard noGrad;
+  weightDecoder.div_(weightDecoder.norm(2, 1, true).clamp_min(1e-12));
+}
+
+double lrFactor(int64_t step, int64_t total, double warmup, double decay) {
+  const double t = static_cast<double>(step), n = static_cast<double>(std::max<int64_t>(total, 1));
+  const double w = warmup * n, dStart = (1 - decay) * n;
+  double f = 1;
+  if (w > 0 && t < w) f = std::min(f, (t + 1) / w);
+  if (decay > 0 && t >= dStart) f = std::min(f, std::max(0.0, (n - t) / (n - dStart)));
+  return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SaeTrainer
+
+SaeTrainer::SaeTrainer(const SaeConfig& cfg, int64_t inputDim, int64_t totalSteps,
+                       int64_t deadAfter)
+    : m_cfg(cfg), m_total(totalSteps), m_deadAfter(deadAfter), m_sae(inputDim, cfg.features) {
+  m_sinceFired = torch::zeros({cfg.features}, torch::kLong);
+}
+
+void SaeTrainer::to(const torch::Device& device) {
+  m_sae->to(device);
+  m_sinceFired = m_sinceFired.to(device);
+}
+
+void SaeTrainer::initialise(const torch::Tensor& sample, at::Generator gen) {
+  torch::NoGradGuard noGrad;
+  const int64_t f = m_cfg.features, d = m_sae->weight_decoder.size(1);
+  torch::Tensor wd = at::randn({f, d}, gen, torch::TensorOptions().dtype(torch::kFloat32));
+  wd = wd / wd.norm(2, 1, true).clamp_min(1e-12);
+  if (m_cfg.variant == "l1") wd = wd * m_cfg.decoderInitNorm;
+  const torch::Device dev = m_sae->weight_decoder.device();
+  m_sae->weight_decoder.copy_(wd.to(dev));
+  m_sae->weight_encoder.copy_(wd.t().to(dev));
+  m_sae->bias_encoder.zero_();
+  if (m_cfg.variant == "l1")
+    m_sae->bias_decoder.zero_();
+  else
+    m_sae->bias_decoder.copy_(geometricMedian(sample.to(dev)));
+  m_opt = std::make_unique<torch::optim::Adam>(
+      m_sae->parameters(),
+      torch::optim::AdamOptions(saeEffectiveLr(m_cfg)).weight_decay(m_cfg.weightDecay));
+}
+
+torch::Tensor SaeTrainer::features(const torch::Tensor& xb) {
+  const torch::Tensor pre = m_sae->preActivation(xb);
+  if (m_cfg.variant == "topk") return topkActivation(pre, m_cfg.k);
+  if (m_cfg.variant == "batchtopk") return batchTopkActivation(pre, m_cfg.k);
+  return torch::relu(pre);
+}
+
+SaeTrainer::Step SaeTrainer::step(const torch::Tensor& xb, bool report) {
+  const bool l1 = m_cfg.variant == "l1";
+  const int64_t b = xb.size(0);
+  const double lr =
+      saeEffectiveLr(m_cfg) * lrFactor(m_step, m_total, m_cfg.lrWarmup, m_cfg.lrDecay);
+  for (auto& group : m_opt->param_groups())
+    static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+
+  const torch::Tensor pre = m_sae->preActivation(xb);
+  torch::Tensor f, recon, sparsity, aux, total;
+  if (l1) {
+    f = torch::relu(pre);
+    const torch::Tensor xHat = m_sae->decode(f);
+    recon = (xHat - xb).pow(2).sum(1).mean();
+    const double ramp =
+        m_cfg.l1Warmup > 0
+            ? std::min(1.0, (m_step + 1) / (m_cfg.l1Warmup * std::max<int64_t>(m_total, 1)))
+            : 1.0;
+    sparsity = (f * m_sae->weight_decoder.norm(2, 1).unsqueeze(0)).sum(1).mean();
+    total = recon + (m_cfg.l1 * ramp) * sparsity;
+  } else {
+    f = m_cfg.variant == "topk" ? topkActivation(pre, m_cfg.k) : batchTopkActivation(pre, m_cfg.k);
+    const torch::Tensor xHat = m_sae->decode(f);
+    recon = (xHat - xb).pow(2).mean();
+    const torch::Tensor dead = m_sinceFired >= m_deadAfter;
+    aux = auxkLoss(pre, (xb - xHat).detach(), m_sae->weight_decoder, dead, m_cfg.kAux);
+    total = recon + m_cfg.auxAlpha * aux;
+    // The global threshold for single-image encoding: EMA of the batch threshold.
+    const double tau = batchThreshold(pre, m_cfg.k);
+    m_threshold = m_haveThreshold ? m_threshold + m_cfg.thresholdEma * (tau - m_threshold) : tau;
+    m_haveThreshold = true;
+  }
+  m_opt->zero_grad();
+  total.backward();
+  if (!l1) removeParallelGradient(m_sae->weight_decoder);
+  if (m_cfg.gradClip > 0) torch::nn::utils::clip_grad_norm_(m_sae->parameters(), m_cfg.gradClip);
+  m_opt->step();
+  if (!l1) normaliseDecoderRows(m_sae->weight_decoder);
+  {
+    torch::NoGradGuard noGrad;
+    const torch::Tensor fired = (f > 0).any(0);
+    m_sinceFired.add_(b).masked_fill_(fired, 0);
+  }
+  ++m_step;
+  Step s;
+  s.lr = lr;
+  if (report) {
+    s.loss = total.item<double>();
+    s.reconstruction = recon.item<double>();
+    s.sparsity = sparsity.defined() ? sparsity.item<double>() : 0.0;
+    s.aux = aux.defined() ? aux.item<double>() : 0.0;
+    s.l0 = (f > 0).sum(1).to(torch::kFloat64).mean().item<double>();
+    s.deadFraction = (m_sinceFired >= m_deadAfter).to(torch::kFloat64).mean().item<double>();
+  }
+  return s;
+}
+
+namespace {
+
+// The modern variants' training, in the scaled space; returns the saved (folded) state dict.
+StateDict trainModern(const SaeConfig& cfg, const torch::Tensor& xTrain,
+                      const torch::Device& device, JobContext& ctx, LineAppender& log,
+                      double last[4], nlohmann::json& extra) {
+  const int64_t n = xTrain.size(0), d = xTrain.size(1);
+  const bool centre = cfg.variant != "l1";
+  const torch::Tensor mu = centre ? xTrain.mean(0) : torch::zeros({d});
+  const double meanNorm = (xTrain - mu).norm(2, 1).mean().item<double>();
+  const double scale = std::sqrt(static_cast<double>(d)) / std::max(meanNorm, 1e-12);
+  const torch::Tensor xs = ((xTrain - mu) * scale).to(device);
+
+  const int64_t batch = std::min<int64_t>(cfg.batch, n);
+  const int64_t perEpoch = (n + batch - 1) / batch;
+  const int64_t total = cfg.steps > 0 ? cfg.steps : static_cast<int64_t>(cfg.epochs) * perEpoch;
+  const int64_t deadAfter = cfg.deadAfter > 0 ? cfg.deadAfter : n;
+  SaeTrainer trainer(cfg, d, total, deadAfter);
+  trainer.to(device);
+  auto initGen = torch::make_generator<at::CPUGeneratorImpl>(cfg.run.seed + 11);
+  auto gen = torch::make_generator<at::CPUGeneratorImpl>(cfg.run.seed + 7);
+  {
+    const torch::Tensor pick =
+        torch::randperm(n, initGen, torch::TensorOptions().dtype(torch::kLong))
+            .slice(0, 0, std::min<int64_t>(n, 8192))
+            .to(device);
+    trainer.initialise(xs.index_select(0, pick), initGen);
+  }
+
+  ctx.beginStage("sae", total, "steps");
+  torch::Tensor perm;
+  int64_t pos = n;
+  for (int64_t step = 0; step < total; ++step) {
+    ctx.checkStop();
+    if (pos >= n) {
+      perm = torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kLong)).to(device);
+      pos = 0;
+    }
+    const int64_t e = std::min(n, pos + batch);
+    const torch::Tensor xb = xs.index_select(0, perm.slice(0, pos, e));
+    pos = e;
+    const bool report = step % 10 == 0 || step + 1 == total;
+    const SaeTrainer::Step st = trainer.step(xb, report);
+    if (report) {
+      last[0] = st.loss;
+      last[1] = st.reconstruction;
+      last[2] = cfg.variant == "l1" ? st.sparsity : st.aux;
+      last[3] = st.l0;
+      if (!std::isfinite(st.loss))
+        throw Error("sae: the loss became " + std::to_string(st.loss) + "; try a smaller --lr");
+      ctx.advance(1,
+                  {{"loss", st.loss},
+                   {"reconstruction", st.reconstruction},
+                   {"sparsity", st.sparsity},
+                   {"aux", st.aux},
+                   {"l0", st.l0},
+                   {"dead", st.deadFraction}},
+                  step);
+      log.appendLine(nlohmann::json{
+          {"step", step},
+          {"loss", st.loss},
+          {"reconstruction", st.reconstruction},
+          {"sparsity", st.sparsity},
+          {"aux", st.aux},
+          {"l0", st.l0},
+          {"dead_fraction", st.deadFraction},
+          {"lr", st.lr}}.dump());
+    } else {
+      ctx.advance(1);
+    }
+  }
+  ctx.checkStop();
+
+  // Fold μ, s (and θ) into the reference parameters.
+  SparseAutoencoder& sae = trainer.sae();
+  sae->to(torch::kCPU);
+  torch::NoGradGuard noGrad;
+  const bool thresholded = cfg.variant == "topk" || cfg.variant == "batchtopk";
+  const double theta = thresholded ? trainer.threshold() : 0.0;
+  const torch::Tensor we = sae->weight_encoder * scale;
+  const torch::Tensor wd = sae->weight_decoder / scale;
+  const torch::Tensor bd = mu + sae->bias_decoder / scale;
+  const torch::Tensor be = sae->bias_encoder - theta;
+  StateDict sd;
+  sd.emplace_back("weight_encoder", fromTorch(we));
+  sd.emplace_back("weight_decoder", fromTorch(wd));
+  sd.emplace_back("bias_encoder", fromTorch(be));
+  sd.emplace_back("bias_decoder", fromTorch(bd));
+  sd.emplace_back("threshold", fromTorch(torch::full({cfg.features}, theta, torch::kFloat32)));
+  sd.emplace_back("input_mean", fromTorch(mu.to(torch::kFloat32)));
+  sd.emplace_back("input_scale", fromTorch(torch::full({1}, scale, torch::kFloat32)));
+  extra = {
+      {"steps", total},
+      {"batch_effective", batch},
+      {"lr_effective", saeEffectiveLr(cfg)},
+      {"input_scale", scale},
+      {"threshold", theta},
+      {"dead_after", deadAfter},
+      {"encoding", thresholded ? "global threshold (JumpReLU), folded into bias_encoder" : "ReLU"}};
+  return sd;
+}
+
+// Never fired (with the saved encoding) on rows of x.
+int64_t countDead(const StateDict& sd, const torch::Tensor& x) {
+  torch::NoGradGuard noGrad;
+  const torch::Tensor we = toTorch(*findTensor(sd, "weight_encoder"));
+  const torch::Tensor be = toTorch(*findTensor(sd, "bias_encoder"));
+  const torch::Tensor bd = toTorch(*findTensor(sd, "bias_decoder"));
+  torch::Tensor fired = torch::zeros({we.size(1)}, torch::kBool);
+  const torch::Tensor xc = x.to(torch::kCPU);
+  for (int64_t s = 0; s < xc.size(0); s += 8192) {
+    const torch::Tensor xb = xc.slice(0, s, std::min<int64_t>(xc.size(0), s + 8192));
+    fired |= (torch::addmm(be, xb - bd, we) > 0).any(0);
+  }
+  return we.size(1) - fired.sum().item<int64_t>();
+}
+
+}  // namespace
+
 void runSae(const SaeConfig& cfg, JobContext& ctx) {
   validate(cfg);
   Workspace ws = Workspace::open(cfg.workspace, /*create=*/false);
@@ -60,81 +352,111 @@ void runSae(const SaeConfig& cfg, JobContext& ctx) {
 
     const TensorData emb = readNpy(ws.embeddingsPath());
     if (emb.shape.size() != 2 || emb.shape[0] < 1 || emb.shape[1] < 1)
-      throw Error(ws.embeddingsPath() + ": expected a 2-D array [N, D], found " + emb.shapeString());
-    const int64_t n = emb.shape[0], d = emb.shape[1];
-    const torch::Tensor x = l2normalizeRows(toTorch(emb).to(torch::kFloat32)).to(device);
-
-    SparseAutoencoder sae(d, cfg.features);
-    sae->to(device);
-    torch::optim::Adam opt(sae->parameters(),
-                           torch::optim::AdamOptions(cfg.lr).weight_decay(cfg.weightDecay));
+      throw Error(ws.embeddingsPath() + ": expected a 2-D array [N, D], found " +
+                  emb.shapeString());
+    const int64_t nAll = emb.shape[0], d = emb.shape[1];
+    torch::Tensor x = l2normalizeRows(toTorch(emb).to(torch::kFloat32));
+    const SaeSplit split = saeSplit(ws, nAll);
+    if (cfg.holdout) {
+      std::vector<int64_t> rows;
+      for (int64_t i = 0; i < nAll; ++i)
+        if (!split.heldOut[i]) rows.push_back(i);
+      if (rows.empty()) throw Error("sae: the held-out split leaves no vectors to train on");
+      x = x.index_select(0, torch::tensor(rows, torch::kLong));
+    }
+    const int64_t n = x.size(0);
+    const std::string name = cfg.name.empty() ? saeRunName(cfg) : cfg.name;
 
     const std::string logPath = ws.path("logs/sae.jsonl");
     std::error_code ec;
     fs::remove(logPath, ec);
     LineAppender log(logPath);
 
-    ctx.beginStage("sae", n * cfg.epochs, "vectors");
-    auto gen = torch::make_generator<at::CPUGeneratorImpl>(cfg.run.seed + 7);
-    int64_t step = 0;
     double last[4] = {NAN, NAN, NAN, NAN};
-    for (int epoch = 0; epoch < cfg.epochs; ++epoch) {
-      const torch::Tensor perm =
-          torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kLong)).to(device);
-      for (int64_t s = 0; s < n; s += cfg.batch) {
-        ctx.checkStop();
-        const int64_t e = std::min(n, s + cfg.batch);
-        const torch::Tensor xb = x.index_select(0, perm.slice(0, s, e));
-        const torch::Tensor f = sae->encode(xb);
-        const torch::Tensor xHat = sae->decode(f);
-        const SaeLoss loss = saeLoss(xb, xHat, f, cfg.l1);
-        opt.zero_grad();
-        loss.total.backward();
-        opt.step();
-        const bool report = device.is_cpu() || step % 20 == 0 || e == n;
-        if (report) {
-          last[0] = loss.total.item<double>();
-          last[1] = loss.reconstruction.item<double>();
-          last[2] = loss.sparsity.item<double>();
-          last[3] = (f > 0).sum(1).to(torch::kFloat64).mean().item<double>();
-          if (!std::isfinite(last[0]))
-            throw Error("sae: the loss became " + std::to_string(last[0]) + "; try a smaller --lr");
-          ctx.advance(e - s,
-                      {{"loss", last[0]}, {"reconstruction", last[1]}, {"sparsity", last[2]},
-                       {"l0", last[3]}},
-                      step);
-          log.appendLine(json{{"step", step}, {"epoch", epoch}, {"loss", last[0]},
-                              {"reconstruction", last[1]}, {"sparsity", last[2]}, {"l0", last[3]}}
-                             .dump());
-        } else {
-          ctx.advance(e - s);
-        }
-        ++step;
-      }
-    }
-    ctx.checkStop();
-
-    // Dead features over the whole set, for the manifest.
-    int64_t dead = 0;
-    {
-      torch::NoGradGuard noGrad;
-      torch::Tensor fired = torch::zeros({cfg.features}, torch::TensorOptions().dtype(torch::kBool).device(device));
-      for (int64_t s = 0; s < n; s += 8192)
-        fired |= (sae->encode(x.slice(0, s, std::min(n, s + 8192))) > 0).any(0);
-      dead = cfg.features - fired.sum().item<int64_t>();
-    }
-
-    sae->to(torch::kCPU);
     StateDict sd;
-    sd.emplace_back("weight_encoder", fromTorch(sae->weight_encoder));
-    sd.emplace_back("weight_decoder", fromTorch(sae->weight_decoder));
-    sd.emplace_back("bias_encoder", fromTorch(sae->bias_encoder));
-    sd.emplace_back("bias_decoder", fromTorch(sae->bias_decoder));
+    json extra = json::object();
+    if (cfg.variant == "seed") {
+      x = x.to(device);
+      SparseAutoencoder sae(d, cfg.features);
+      sae->to(device);
+      torch::optim::Adam opt(sae->parameters(),
+                             torch::optim::AdamOptions(cfg.lr).weight_decay(cfg.weightDecay));
+
+      ctx.beginStage("sae", n * cfg.epochs, "vectors");
+      auto gen = torch::make_generator<at::CPUGeneratorImpl>(cfg.run.seed + 7);
+      int64_t step = 0;
+      for (int epoch = 0; epoch < cfg.epochs; ++epoch) {
+        const torch::Tensor perm =
+            torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kLong)).to(device);
+        for (int64_t s = 0; s < n; s += cfg.batch) {
+          ctx.checkStop();
+          const int64_t e = std::min(n, s + cfg.batch);
+          const torch::Tensor xb = x.index_select(0, perm.slice(0, s, e));
+          const torch::Tensor f = sae->encode(xb);
+          const torch::Tensor xHat = sae->decode(f);
+          const SaeLoss loss = saeLoss(xb, xHat, f, cfg.l1);
+          opt.zero_grad();
+          loss.total.backward();
+          opt.step();
+          const bool report = device.is_cpu() || step % 20 == 0 || e == n;
+          if (report) {
+            last[0] = loss.total.item<double>();
+            last[1] = loss.reconstruction.item<double>();
+            last[2] = loss.sparsity.item<double>();
+            last[3] = (f > 0).sum(1).to(torch::kFloat64).mean().item<double>();
+            if (!std::isfinite(last[0]))
+              throw Error("sae: the loss became " + std::to_string(last[0]) +
+                          "; try a smaller --lr");
+            ctx.advance(e - s,
+                        {{"loss", last[0]},
+                         {"reconstruction", last[1]},
+                         {"sparsity", last[2]},
+                         {"l0", last[3]}},
+                        step);
+            log.appendLine(json{
+                {"step", step},
+                {"epoch", epoch},
+                {"loss", last[0]},
+                {"reconstruction", last[1]},
+                {"sparsity", last[2]},
+                {"l0",
+                 last[3]}}.dump());
+          } else {
+            ctx.advance(e - s);
+          }
+          ++step;
+        }
+      }
+      ctx.checkStop();
+      sae->to(torch::kCPU);
+      sd.emplace_back("weight_encoder", fromTorch(sae->weight_encoder));
+      sd.emplace_back("weight_decoder", fromTorch(sae->weight_decoder));
+      sd.emplace_back("bias_encoder", fromTorch(sae->bias_encoder));
+      sd.emplace_back("bias_decoder", fromTorch(sae->bias_decoder));
+    } else {
+      sd = trainModern(cfg, x, device, ctx, log, last, extra);
+    }
+
+    // Dead features over the training vectors, for the manifest.
+    const int64_t dead = countDead(sd, x);
+
+    const std::string runFile = "saes/" + name + ".pt";
+    fs::create_directories(ws.path("saes"), ec);
+    writeTorchCheckpoint(ws.path(runFile), sd);
     writeTorchCheckpoint(ws.saePath(), sd);
     fs::remove_all(ws.path("index"), ec);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    json metrics;
+    try {
+      metrics = evaluateSaeFile(ws, ws.path(runFile), ctx);
+    } catch (const Error& e) {
+      ctx.log(std::string("note: sae-eval after training failed: ") + e.what());
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const json final = {
+        {"loss", last[0]}, {"reconstruction", last[1]}, {"sparsity", last[2]}, {"l0", last[3]}};
     ws.updateManifest([&](json& m) {
-      m["stages"]["sae"] = json{
+      json stage = {
           {"status", "done"},
           {"config", toJson(cfg)},
           {"started", started},
@@ -143,15 +465,34 @@ void runSae(const SaeConfig& cfg, JobContext& ctx) {
           {"vectors", n},
           {"input_dim", d},
           {"device", describeDevice(cfg.run)},
-          {"final",
-           {{"loss", last[0]}, {"reconstruction", last[1]}, {"sparsity", last[2]}, {"l0", last[3]}}},
+          {"final", final},
           {"dead_features", dead},
-          {"summary", std::to_string(cfg.features) + " features, " + std::to_string(cfg.epochs) +
-                          " epochs, " + formatDuration(secs)}};
+          {"summary", std::to_string(cfg.features) + " features, " +
+                          (cfg.variant == "seed" ? std::to_string(cfg.epochs) + " epochs, "
+                                                 : cfg.variant + ", ") +
+                          formatDuration(secs)}};
+      if (cfg.variant != "seed") stage["name"] = name;
+      m["stages"]["sae"] = stage;
+      json run = {
+          {"variant", cfg.variant},
+          {"file", runFile},
+          {"config", toJson(cfg)},
+          {"created", isoNow()},
+          {"seconds", secs},
+          {"vectors", n},
+          {"trained_on", cfg.holdout ? "train split (held-out split excluded)" : "all vectors"},
+          {"split",
+           {{"kind", split.kind}, {"held_out", split.numHeldOut}, {"source", split.source}}},
+          {"final", final},
+          {"dead_features_train", dead},
+          {"training", extra}};
+      if (!metrics.is_null()) run["metrics"] = metrics;
+      m["sae_runs"][name] = run;
+      m["current_sae"] = name;
     });
     ctx.log("sae: done in " + formatDuration(secs) + ", L0 " + std::to_string(last[3]) + ", " +
             std::to_string(dead) + " dead of " + std::to_string(cfg.features) + "; wrote " +
-            ws.saePath());
+            ws.saePath() + " (run '" + name + "')");
   });
 }
 

@@ -1,6 +1,22 @@
-// engine/sae.h — INTERNAL (LibTorch): the reference sparse autoencoder of DESIGN.md.
+// engine/sae.h — INTERNAL (LibTorch): the sparse autoencoders. `seed` is the reference of
+// DESIGN.md; `l1`, `topk` and `batchtopk` are the modern variants (issue 5).
+//
+// Thread-safety: plain functions on tensors; an SaeTrainer is used by one thread.
+//
+// Saved form (sae.pt, saes/<name>.pt): the reference keys weight_encoder [D, F], weight_decoder
+// [F, D], bias_encoder [F], bias_decoder [D], so that the reference encode
+//   f_ref = ReLU((x − b_d) W_e + b_e),  x the L2-normalised embedding,
+// gives the variant's features. The modern variants train on x' = (x − μ)·s (topk/batchtopk: μ the
+// training mean, s = √D / mean‖x − μ‖; l1: μ = 0, s = √D) and fold μ and s into the weights:
+//   W_e = s·W_e', W_d = W_d'/s, b_d = μ + b_d'/s.
+// topk/batchtopk encode a single image with the learned global threshold θ (JumpReLU:
+// f = pre·1[pre > θ]); the saved b_e is b_e' − θ, so f_ref has exactly the variant's support and
+// f = f_ref + θ·1[f_ref > 0]. Extra keys: "threshold" [F] (θ), "input_mean" [D] (μ),
+// "input_scale" [1] (s). The seed variant writes the four reference keys only.
 #pragma once
 #include <torch/torch.h>
+
+#include "pipeline.h"
 
 namespace engine {
 
@@ -9,6 +25,8 @@ struct SparseAutoencoderImpl : torch::nn::Module {
   SparseAutoencoderImpl(int64_t inputDim, int64_t features);
   // x: [B, D] → f: [B, F]
   torch::Tensor encode(const torch::Tensor& x);
+  // Pre-activations (x − b_d) W_e + b_e: [B, F]
+  torch::Tensor preActivation(const torch::Tensor& x);
   // f: [B, F] → x̂: [B, D]
   torch::Tensor decode(const torch::Tensor& f);
 
@@ -25,5 +43,60 @@ SaeLoss saeLoss(const torch::Tensor& x, const torch::Tensor& xHat, const torch::
 
 // Row-wise L2 normalisation as torch.nn.functional.normalize (eps 1e-12).
 torch::Tensor l2normalizeRows(const torch::Tensor& x);
+
+// ---- building blocks of the modern variants (each checked against tests/python/sae_oracle.py)
+
+// Weiszfeld iterations for the geometric median of the rows of x [N, D] (start: the mean).
+torch::Tensor geometricMedian(const torch::Tensor& x, int iterations = 8);
+// TopK: per row keep the k largest pre-activations, then ReLU; others 0. [B, F] → [B, F].
+torch::Tensor topkActivation(const torch::Tensor& pre, int64_t k);
+// BatchTopK: keep the B·k largest values of ReLU(pre) over the whole batch; others 0.
+torch::Tensor batchTopkActivation(const torch::Tensor& pre, int64_t k);
+// The batch threshold: the (B·k)-th largest value of ReLU(pre) over the batch (no grad).
+double batchThreshold(const torch::Tensor& pre, int64_t k);
+// JumpReLU with a global threshold: pre·1[pre > θ]. θ: scalar or [F].
+torch::Tensor thresholdActivation(const torch::Tensor& pre, const torch::Tensor& theta);
+// AuxK: the top-kAux dead latents (ReLU'd pre-activations, others masked) reconstruct the
+// residual (no decoder bias); returns mean((ê − residual)²). dead: [F] bool. Zero when none dead.
+torch::Tensor auxkLoss(const torch::Tensor& pre, const torch::Tensor& residual,
+                       const torch::Tensor& weightDecoder, const torch::Tensor& dead, int64_t kAux);
+// Removes from the decoder gradient its component parallel to each (unit) decoder row.
+void removeParallelGradient(const torch::Tensor& weightDecoder);
+// Scales each decoder row to unit L2 norm (in place, no grad).
+void normaliseDecoderRows(const torch::Tensor& weightDecoder);
+// Learning-rate factor at `step` of `total`: linear warm-up over the first `warmup` fraction,
+// linear decay to 0 over the last `decay` fraction, 1 in between.
+double lrFactor(int64_t step, int64_t total, double warmup, double decay);
+
+// One modern SAE under training, in the scaled input space.
+class SaeTrainer {
+ public:
+  struct Step {
+    double loss = 0, reconstruction = 0, sparsity = 0, aux = 0, l0 = 0, deadFraction = 0, lr = 0;
+  };
+  // totalSteps drives the schedules; deadAfter: vectors without firing until a latent is dead.
+  SaeTrainer(const SaeConfig& cfg, int64_t inputDim, int64_t totalSteps, int64_t deadAfter);
+  // Initialisation: decoder rows random directions (norm 1, l1: cfg.decoderInitNorm) drawn from
+  // `gen`, W_e = W_dᵀ, b_e = 0; b_d = geometric median of `sample` (topk/batchtopk) or 0 (l1).
+  void initialise(const torch::Tensor& sample, at::Generator gen);
+  // One optimiser step on xb [B, D] (scaled inputs). Reads back scalars only when `report`.
+  Step step(const torch::Tensor& xb, bool report);
+  // Features of xb as the trained variant encodes them (topk/batchtopk: per-batch rule).
+  torch::Tensor features(const torch::Tensor& xb);
+
+  SparseAutoencoder& sae() { return m_sae; }
+  double threshold() const { return m_threshold; }
+  const torch::Tensor& sinceFired() const { return m_sinceFired; }  // [F] int64 vectors
+  void to(const torch::Device& device);
+
+ private:
+  SaeConfig m_cfg;
+  int64_t m_total, m_deadAfter, m_step = 0;
+  SparseAutoencoder m_sae;
+  std::unique_ptr<torch::optim::Adam> m_opt;
+  torch::Tensor m_sinceFired;
+  double m_threshold = 0;
+  bool m_haveThreshold = false;
+};
 
 }  // namespace engine

@@ -8,6 +8,7 @@
 #include "dataset.h"
 #include "error.h"
 #include "fsutil.h"
+#include "import.h"
 #include "npy.h"
 #include "pipeline.h"
 #include "resnet.h"
@@ -44,7 +45,12 @@ json skippedJson(const std::vector<std::pair<int64_t, std::string>>& skipped,
 
 }  // namespace
 
-void runTrain(const TrainConfig& cfg, JobContext& ctx) {
+void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
+  TrainConfig cfg = cfgIn;
+  // No --weights: torchvision's own ImageNet checkpoint when its hub cache has it; "none" forces
+  // a random start.
+  if (cfg.weights.empty()) cfg.weights = findTorchvisionResnet18();
+  if (cfg.weights == "none") cfg.weights.clear();
   validate(cfg);
   // Check the data before creating anything: a wrong --data leaves no empty workspace behind.
   ctx.log("scanning " + cfg.data + " ...");
@@ -69,8 +75,8 @@ void runTrain(const TrainConfig& cfg, JobContext& ctx) {
       weightsNote = fs::absolute(cfg.weights).string();
       ctx.log("backbone: ImageNet weights from " + cfg.weights);
     } else {
-      ctx.log("backbone: random initialisation (no --weights given; pass torchvision's "
-              "resnet18 checkpoint to start from ImageNet)");
+      ctx.log("backbone: random initialisation (no --weights given and no resnet18-f37072fd.pth in "
+              "torch's hub cache; pass torchvision's resnet18 checkpoint to start from ImageNet)");
     }
     model->to(device);
     model->train();

@@ -8,7 +8,7 @@ bash scripts/build.sh
 out=${SAESCOPE_DEMO_DIR:-demo-run}
 bin=./build/app/saescope
 [ -d "$out/data" ] || $bin demo-data --out "$out/data" --count "${SAESCOPE_DEMO_COUNT:-2000}" --size 64
-$bin run --data "$out/data" --workspace "$out/ws" --image-size 64 --batch 64 --sae-epochs 30 --sae-batch 128 --lr 1e-4 --sae-lr 1e-3
+$bin run --data "$out/data" --workspace "$out/ws" --image-size 64 --batch 64 --sae-epochs 30 --sae-batch 128 --sae-lr 1e-3
 if [ -n "${DISPLAY:-}" ] && [ -x "$bin" ] && $bin gui --help >/dev/null 2>&1; then
   exec $bin gui --workspace "$out/ws" --view browser
 else

@@ -31,7 +31,9 @@
 #include "engine/error.h"
 #include "engine/fsutil.h"
 #include "engine/image.h"
+#include "engine/import.h"
 #include "gui.h"
+#include "study_views.h"
 #include "texture.h"
 
 namespace fs = std::filesystem;
@@ -90,6 +92,7 @@ App::App(GuiOptions o) : opts(std::move(o)), m_start(std::chrono::steady_clock::
   train.data = config.lastDataFolder;
   const char* home = std::getenv("HOME");
   demo.out = std::string(home ? home : ".") + "/saescope-demo-data";
+  study = std::make_unique<StudyViews>(*this);
 }
 
 App::~App() = default;
@@ -103,9 +106,66 @@ void glfwErrorCallback(int code, const char* desc) {
   if (code != GLFW_NOT_INITIALIZED) std::fprintf(stderr, "saescope: glfw: %s\n", desc);
 }
 
+bool isTensorFile(const std::string& p) {
+  const std::string ext = fs::path(p).extension().string();
+  return ext == ".pt" || ext == ".pth" || ext == ".npy" || ext == ".safetensors" || ext == ".bin";
+}
+
+// Dropped .pt/.npy/.safetensors files: imported into the open workspace (embeddings, SAE or
+// backbone, told apart by their tensors) on the pipeline worker; the index reloads when done.
+void importDropped(App& app, const std::vector<std::string>& files) {
+  if (!app.ws) {
+    app.message(Message::Warning, "Open or create a workspace first (Ctrl+O), then drop " +
+                                      fs::path(files[0]).filename().string() + " again");
+    return;
+  }
+  if (app.pipeline.isBusy()) {
+    app.message(Message::Warning, "A run is in progress: drop the file again when it is done");
+    return;
+  }
+  engine::ImportConfig cfg;
+  cfg.workspace = app.ws->dir();
+  cfg.data = app.ws->dataRoot().empty() ? app.train.data : app.ws->dataRoot();
+  if (cfg.data.empty()) {
+    app.message(Message::Warning,
+                "Set the image folder the file belongs to first (drop the "
+                "image folder onto the window), then drop the file again");
+    return;
+  }
+  app.message(Message::Info, "Importing " + std::to_string(files.size()) + " file(s) into " +
+                                 cfg.workspace + " …");
+  app.pipeline.submit("import", [cfg, files](engine::JobContext& ctx) mutable {
+    for (const auto& f : files) {
+      switch (engine::classifyArtifact(f)) {
+        case engine::ArtifactKind::Embeddings:
+          cfg.embeddings = f;
+          break;
+        case engine::ArtifactKind::Sae:
+          cfg.sae = f;
+          break;
+        case engine::ArtifactKind::Backbone:
+          cfg.backbone = f;
+          break;
+        case engine::ArtifactKind::Unknown:
+          throw engine::Error(f +
+                              ": holds neither embeddings [N, D], an SAE state_dict nor a "
+                              "resnet18 state_dict");
+      }
+    }
+    engine::runImport(cfg, ctx);
+  });
+}
+
 void dropCallback(GLFWwindow* w, int count, const char** paths) {
   auto* app = static_cast<App*>(glfwGetWindowUserPointer(w));
-  if (app && count > 0) app->openPath(paths[0]);
+  if (!app || count <= 0) return;
+  std::vector<std::string> files;
+  for (int i = 0; i < count; ++i)
+    if (isTensorFile(paths[i]) && !fs::is_directory(paths[i])) files.emplace_back(paths[i]);
+  if (!files.empty())
+    importDropped(*app, files);
+  else
+    app->openPath(paths[0]);
 }
 
 }  // namespace
@@ -546,6 +606,9 @@ void App::drawShortcuts() {
                              {"Ctrl+F", "jump to a feature id"},
                              {"Ctrl+O", "open or create a workspace"},
                              {"click an image", "show it large, with its strongest features"},
+                             {"1 … 7 / S", "rate / skip the trial (blind study)"},
+                             {"drop a folder", "open a workspace / use as the image folder"},
+                             {"drop .pt/.npy/.safetensors", "import into the open workspace"},
                              {"F1 / Esc", "show / hide this help"}};
     if (ImGui::BeginTable("keys", 2, ImGuiTableFlags_RowBg | ImGuiTableFlags_BordersInnerV)) {
       for (auto& r : rows) {
@@ -925,13 +988,25 @@ void App::hook(const char* name) {
 
 bool App::settled() {
   if (!queue.empty() || indexer.isBusy() || images.pendingCount() > 0) return false;
+  if (writer.isBusy()) return false;  // notes, seen and exports are on disk once settled
   if (indexState == IndexState::Loading) return false;
   if (view == View::Browser && indexState == IndexState::Ready && !m_browser.gridsSettled())
     return false;
+  if (study && !study->settled()) return false;
   return !deviceDescription.empty();
 }
 
 // [SECTION] scripting and state dump
+
+void App::scriptDrop(const std::vector<std::string>& paths) {
+  // The callback a real drop reaches (set in initWindow), so the test takes the same way.
+  const GLFWdropfun cb = glfwSetDropCallback(m_window, nullptr);
+  glfwSetDropCallback(m_window, cb);
+  if (!cb) throw engine::Error("drop: the window has no drop callback");
+  std::vector<const char*> ptrs;
+  for (const auto& p : paths) ptrs.push_back(p.c_str());
+  cb(m_window, static_cast<int>(ptrs.size()), ptrs.data());
+}
 
 bool App::scriptJobProgressed() {
   if (!pipeline.isBusy()) return false;
@@ -963,6 +1038,7 @@ void App::scriptView(const std::string& name) {
 void App::scriptSet(const std::string& name, const std::string& v) {
   auto toInt = [&] { return std::stoll(v); };
   auto toD = [&] { return std::stod(v); };
+  if (study && study->scriptSet(name, v)) return;
   if (name == "data")
     train.data = v;
   else if (name == "train.epochs")
@@ -1047,6 +1123,7 @@ nlohmann::json App::stateJson() {
   j["device"] = deviceDescription;
   j["scale"] = scale;
   j["script_error"] = m_script ? m_script->error() : "";
+  if (study) j.update(study->stateJson());  // "study" (progress only, blind) and "results"
   // Widgets drawn in the last frame, in window pixels: tests crop screenshots with them.
   j["widgets"] = json::object();
   for (const auto& [name, fr] : m_hooks)

@@ -5,7 +5,7 @@
 //   WorkspaceBar   open / create / recent workspaces, in-app folder browser
 //   PipelineView   stage settings, Run / Cancel, live progress and loss curves
 //   BrowserView    dense vs sparse 4x4 grids, stats, notes, image detail (view_browser*.cpp)
-//   StudyViews     rating and results (empty states until the blind-study issue)
+//   StudyViews     blind rating study and its results (study_views.h, view_study/results.cpp)
 //
 // Threads: everything here runs on the UI thread, which owns the window and every GL object.
 // Pipeline jobs run on m_pipeline (one worker, in order); feature-index loads on m_indexer; file
@@ -147,7 +147,8 @@ class BrowserView {
   int64_t m_strongRow = -1;
 };
 
-// [SECTION] StudyViews
+// [SECTION] StudyViews (study_views.h: the blind study's Rating and Results tabs)
+class StudyViews;
 void drawRatingView(App& app);
 void drawResultsView(App& app);
 
@@ -195,6 +196,7 @@ class App : public ScriptHost {
   engine::JobRunner pipeline;  // train / embed / sae / demo data, in order
   engine::JobRunner indexer;   // feature index and workspace data loads
   engine::JobRunner writer;    // notes.json / seen.json writes, in order
+  std::unique_ptr<StudyViews> study;  // the blind study's state (Rating and Results tabs)
 
   // --- actions, UI thread ---
   // Opens (create: makes) the workspace; errors become a message. Returns success.
@@ -231,6 +233,7 @@ class App : public ScriptHost {
   void scriptScreenshot(const std::string& file) override { m_screenshotFile = file; }
   void scriptState(const std::string& file) override;
   void scriptQuit() override { m_quit = true; }
+  void scriptDrop(const std::vector<std::string>& paths) override;
 
  private:
   bool initWindow();

@@ -37,7 +37,7 @@ const std::map<std::string, std::pair<size_t, size_t>>& arity() {
       {"wait", {1, 1}}, {"wait-settled", {0, 1}}, {"wait-progress", {0, 1}}, {"wait-idle", {0, 1}},
       {"key", {1, 2}},  {"click", {1, 3}},        {"click-at", {2, 2}},      {"type", {1, 1}},
       {"set", {2, 2}},  {"view", {1, 1}},         {"screenshot", {1, 1}},    {"state", {1, 1}},
-      {"quit", {0, 0}},
+      {"quit", {0, 0}}, {"drop", {1, 8}},
   };
   return m;
 }
@@ -229,6 +229,11 @@ bool ScriptRunner::step(ImGuiIO& io) {
       m_host.scriptState(c.args[0]);
       next();
       return true;
+    }
+    if (c.op == "drop") {
+      m_host.scriptDrop(c.args);
+      next();
+      return false;
     }
     if (c.op == "quit") {
       m_host.scriptQuit();

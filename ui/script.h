@@ -16,12 +16,14 @@
 //   view NAME               switch view
 //   screenshot FILE         save the window after the next frame
 //   state FILE              write the state JSON now
+//   drop PATH...            drop files/folders onto the window (through GLFW's drop callback)
 //   quit                    close the app
 // A wait that times out, or an unknown widget, stops the script with an error (exit code 1).
 //
 // Thread-safety: UI thread only.
 #pragma once
 #include <chrono>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -54,6 +56,11 @@ class ScriptHost {
   virtual void scriptScreenshot(const std::string& file) = 0;
   virtual void scriptState(const std::string& file) = 0;
   virtual void scriptQuit() = 0;
+  // Delivers `paths` as a drop onto the window, through the window's GLFW drop callback.
+  virtual void scriptDrop(const std::vector<std::string>& paths) {
+    (void)paths;
+    throw std::runtime_error("drop: not supported by this host");
+  }
 };
 
 class ScriptRunner {

@@ -11,8 +11,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 #include "app.h"
+#include "engine/export.h"
+#include "engine/fsutil.h"
 #include "engine/workspace.h"
 #include "plot.h"
 
@@ -21,6 +24,90 @@ namespace ui {
 namespace {
 constexpr int kCols = 4;
 constexpr int kShown = 16;
+// What an export reads, from the app's loaded data and notes (UI thread; the result is a value
+// the writer thread may use).
+engine::ExportSource exportSource(const App& app) {
+  engine::ExportSource src;
+  src.workspace = app.ws->dir();
+  src.dataRoot = app.data->dataRoot;
+  src.images = app.data->images;
+  src.index = app.data->index;
+  src.notes = app.notes.notes;
+  src.updated = app.notes.updated;
+  return src;
+}
+
+// Writes one export on the writer thread into WS/exports/ and reports the file in the banner.
+void submitExport(App& app, const std::string& name,
+                  std::function<void(const engine::ExportSource&, const std::string&)> write) {
+  const std::string out = app.ws->path("exports/" + name);
+  const engine::ExportSource src = exportSource(app);
+  app.message(Message::Info, "Exporting " + out + " …");
+  app.writer.submit("export", [&app, src, out, write](engine::JobContext&) {
+    std::string msg;
+    bool ok = true;
+    try {
+      write(src, out);
+      msg = "Exported " + out;
+    } catch (const std::exception& e) {
+      ok = false;
+      msg = std::string("Export failed: ") + e.what();
+    }
+    app.queue.post([&app, ok, msg] { app.message(ok ? Message::Info : Message::Error, msg); });
+  });
+}
+
+// The Export menu: the current feature's grids, a contact sheet, CSV statistics, notes.
+void exportMenu(App& app, int64_t feature, engine::RankRule rule) {
+  if (ImGui::Button("Export ▾")) ImGui::OpenPopup("export_menu");
+  app.hook("export");
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("Write PNG, CSV or Markdown files to WS/exports/");
+  if (!ImGui::BeginPopup("export_menu")) return;
+  const auto& index = *app.data->index;
+  const std::string rk = engine::rankName(rule), id = std::to_string(feature);
+  for (auto kind : {engine::FeatureKind::Sparse, engine::FeatureKind::Dense}) {
+    if (feature >= index.numFeatures(kind)) continue;
+    const std::string kn = engine::kindName(kind);
+    if (ImGui::MenuItem((kn + " " + id + ": grid with id and scores (PNG)").c_str()))
+      submitExport(app, kn + "-" + id + "-" + rk + ".png",
+                   [kind, feature, rule](const engine::ExportSource& s, const std::string& out) {
+                     engine::writePng(out, engine::renderFeatureCard(s, kind, feature, rule));
+                   });
+    app.hook(kind == engine::FeatureKind::Sparse ? "export_grid_sparse" : "export_grid_dense");
+  }
+  ImGui::Separator();
+  for (auto kind : {engine::FeatureKind::Sparse, engine::FeatureKind::Dense}) {
+    const int64_t n = index.numFeatures(kind);
+    if (n == 0) continue;
+    const int64_t first = std::min<int64_t>(feature, std::max<int64_t>(0, n - 64));
+    const int64_t last = std::min<int64_t>(n - 1, first + 63);
+    const std::string kn = engine::kindName(kind);
+    const std::string range = std::to_string(first) + "-" + std::to_string(last);
+    if (ImGui::MenuItem(("contact sheet: " + kn + " " + range + " (PNG)").c_str()))
+      submitExport(
+          app, kn + "-sheet-" + range + "-" + rk + ".png",
+          [kind, first, last, rule](const engine::ExportSource& s, const std::string& out) {
+            std::vector<int64_t> ids;
+            for (int64_t i = first; i <= last; ++i) ids.push_back(i);
+            engine::writePng(out, engine::renderContactSheet(s, kind, ids, rule));
+          });
+    app.hook(kind == engine::FeatureKind::Sparse ? "export_sheet_sparse" : "export_sheet_dense");
+  }
+  ImGui::Separator();
+  if (ImGui::MenuItem("per-feature statistics and labels (CSV)"))
+    submitExport(app, "features-" + rk + ".csv",
+                 [rule](const engine::ExportSource& s, const std::string& out) {
+                   engine::writeFileAtomic(out, engine::featureStatsCsv(s, rule));
+                 });
+  app.hook("export_csv");
+  if (ImGui::MenuItem("feature notes (Markdown)"))
+    submitExport(app, "notes.md", [](const engine::ExportSource& s, const std::string& out) {
+      engine::writeFileAtomic(out, engine::notesExport(s, false));
+    });
+  app.hook("export_notes");
+  ImGui::EndPopup();
+}
+
 }  // namespace
 
 int BrowserView::cellPixels() const {
@@ -148,6 +235,9 @@ void BrowserView::drawToolbar(int64_t count) {
   ImGui::SameLine();
   if (ImGui::RadioButton("raw activation", &r, 1)) rule = engine::RankRule::Raw;
   app.hook("rank_raw");
+
+  ImGui::SameLine(0, 30 * app.scale);
+  exportMenu(app, m_feature, rule);
 
   const size_t opened = std::max(app.notes.seenDense.size(), app.notes.seenSparse.size());
   const std::string seen = std::to_string(opened) + " of " + std::to_string(count) + " ids opened";

@@ -3,11 +3,15 @@
 #include <imgui_stdlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <set>
 
 #include "app.h"
 #include "engine/fsutil.h"
+#include "engine/import.h"
+#include "engine/pipeline.h"
+#include "engine/sae_eval.h"
 #include "plot.h"
 
 namespace ui {
@@ -71,6 +75,108 @@ bool beginFields(const char* id, float scale) {
   ImGui::TableSetupColumn("label", ImGuiTableColumnFlags_WidthFixed, 150 * scale);
   ImGui::TableSetupColumn("value", ImGuiTableColumnFlags_WidthStretch);
   return true;
+}
+
+// Explained variance against L0 for every SAE of the workspace (held-out metrics).
+void drawEvVsL0(const nlohmann::json& runs, const std::string& current, float scale) {
+  std::vector<std::pair<double, double>> pts;
+  std::vector<std::string> names;
+  for (auto it = runs.begin(); it != runs.end(); ++it) {
+    const auto& m = (*it).value("metrics", nlohmann::json::object());
+    if (!m.contains("l0") || !m["l0"].is_number() || !m.contains("explained_variance") ||
+        !m["explained_variance"].is_number())
+      continue;
+    pts.emplace_back(m["l0"].get<double>(), m["explained_variance"].get<double>());
+    names.push_back(it.key());
+  }
+  if (pts.empty()) return;
+  double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
+  for (const auto& [x, y] : pts) {
+    x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+  }
+  if (x1 - x0 < 1e-9) x0 -= 1, x1 += 1;
+  if (y1 - y0 < 1e-9) y0 -= 0.05, y1 += 0.05;
+  ImGui::TextDisabled("explained variance (y, %.3f..%.3f) against L0 (x, %.1f..%.1f), held out", y0,
+                      y1, x0, x1);
+  const ImVec2 size(ImGui::GetContentRegionAvail().x, 140 * scale);
+  const ImVec2 p0 = ImGui::GetCursorScreenPos();
+  ImGui::InvisibleButton("##evl0", size);
+  ImDrawList* dl = ImGui::GetWindowDrawList();
+  dl->AddRect(p0, ImVec2(p0.x + size.x, p0.y + size.y), IM_COL32(90, 90, 100, 255));
+  const float pad = 8 * scale;
+  const ImVec2 mouse = ImGui::GetIO().MousePos;
+  for (size_t i = 0; i < pts.size(); ++i) {
+    const float px = p0.x + pad + float((pts[i].first - x0) / (x1 - x0)) * (size.x - 2 * pad);
+    const float py =
+        p0.y + size.y - pad - float((pts[i].second - y0) / (y1 - y0)) * (size.y - 2 * pad);
+    const bool cur = names[i] == current;
+    dl->AddCircleFilled(ImVec2(px, py), (cur ? 5 : 3.5f) * scale,
+                        cur ? IM_COL32(255, 200, 80, 255) : IM_COL32(110, 180, 255, 255));
+    if (ImGui::IsItemHovered() && std::abs(mouse.x - px) < 6 * scale &&
+        std::abs(mouse.y - py) < 6 * scale)
+      ImGui::SetTooltip("%s\nL0 %.2f, explained variance %.4f", names[i].c_str(), pts[i].first,
+                        pts[i].second);
+  }
+}
+
+// The workspace's SAEs with their held-out metrics; "Use" makes one the current SAE.
+void drawSaeRuns(App& app) {
+  if (!app.ws) return;
+  const nlohmann::json& m = app.ws->manifest();
+  if (!m.contains("sae_runs") || !m["sae_runs"].is_object() || m["sae_runs"].empty()) return;
+  const std::string current = m.value("current_sae", std::string());
+  const auto& runs = m["sae_runs"];
+  ImGui::Spacing();
+  ImGui::TextUnformatted("SAEs in this workspace (metrics on the held-out split)");
+  const ImGuiTableFlags flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_BordersInnerH |
+                                ImGuiTableFlags_SizingStretchProp | ImGuiTableFlags_ScrollY;
+  const float h = std::min<float>(ImGui::GetTextLineHeightWithSpacing() * (runs.size() + 1.5f),
+                                  220 * app.scale);
+  if (ImGui::BeginTable("saeruns", 6, flags, ImVec2(0, h))) {
+    ImGui::TableSetupScrollFreeze(0, 1);
+    for (const char* c : {"name", "L0", "expl. var.", "dead", "dense>10%", ""})
+      ImGui::TableSetupColumn(c);
+    ImGui::TableHeadersRow();
+    std::string use;
+    for (auto it = runs.begin(); it != runs.end(); ++it) {
+      const auto& mt = (*it).value("metrics", nlohmann::json::object());
+      auto num = [&](const char* k) {
+        return mt.contains(k) && mt[k].is_number() ? mt[k].get<double>() : NAN;
+      };
+      ImGui::PushID(it.key().c_str());
+      ImGui::TableNextRow();
+      ImGui::TableSetColumnIndex(0);
+      if (it.key() == current)
+        ImGui::TextColored(ImVec4(1, 0.8f, 0.3f, 1), "%s", it.key().c_str());
+      else
+        ImGui::TextUnformatted(it.key().c_str());
+      if (ImGui::IsItemHovered())
+        ImGui::SetTooltip("%s%s", (*it).value("variant", std::string("?")).c_str(),
+                          it.key() == current ? " (current)" : "");
+      ImGui::TableSetColumnIndex(1);
+      ImGui::Text("%.2f", num("l0"));
+      ImGui::TableSetColumnIndex(2);
+      ImGui::Text("%.4f", num("explained_variance"));
+      ImGui::TableSetColumnIndex(3);
+      ImGui::Text("%.1f%%", 100 * num("dead_fraction"));
+      ImGui::TableSetColumnIndex(4);
+      ImGui::Text("%.1f%%", 100 * num("dense_fraction_10pct"));
+      ImGui::TableSetColumnIndex(5);
+      if (it.key() != current && ImGui::SmallButton("Use")) use = it.key();
+      ImGui::PopID();
+    }
+    ImGui::EndTable();
+    if (!use.empty()) {
+      try {
+        engine::selectSae(app.ws->dir(), use);
+        app.reloadWorkspace();
+        app.loadWorkspaceData();
+      } catch (const std::exception& e) {
+        app.message(Message::Error, e.what());
+      }
+    }
+  }
+  drawEvVsL0(runs, current, app.scale);
 }
 
 }  // namespace
@@ -218,6 +324,16 @@ void PipelineView::drawSettings() {
     rowLabel("Start weights", "torchvision resnet18 state_dict (.pth); empty = random init");
     ImGui::InputTextWithHint("##weights", "resnet18-f37072fd.pth (empty: random init)",
                              &app.train.weights);
+    {
+      // What the backbone will start from: the given file, torchvision's cached checkpoint, or
+      // random weights (a few stat calls; cheap enough per frame).
+      const std::string w = app.train.weights.empty() ? engine::findTorchvisionResnet18()
+                                                      : app.train.weights;
+      if (w.empty() || w == "none")
+        ImGui::TextDisabled("starts random (no ImageNet checkpoint found)");
+      else
+        ImGui::TextDisabled("starts pretrained: %s", w.c_str());
+    }
     comboField("Normalise", "##norm", &app.train.normalize, {"none", "imagenet"},
                "none: the reference preprocessing (ToTensor only)");
     comboField("Precision", "##prec", &app.train.precision, {"fp32", "bf16"},
@@ -232,14 +348,42 @@ void PipelineView::drawSettings() {
     ImGui::EndTable();
   }
   if (stageHeader("sae", "3  Train the sparse autoencoder", "run_sae") && beginFields("sae", s)) {
+    std::string variant = app.sae.variant;
+    comboField("Variant", "##variant", &variant, {"seed", "l1", "topk", "batchtopk"},
+               "seed: the reference SAE (DESIGN.md); l1: the April-2024 recipe; topk / "
+               "batchtopk: TopK SAEs with AuxK for dead latents. Choosing one loads its defaults.");
+    if (variant != app.sae.variant) {
+      engine::SaeConfig d = engine::saeDefaults(variant);
+      d.workspace = app.sae.workspace;
+      d.run = app.sae.run;
+      app.sae = d;
+    }
+    const bool modern = app.sae.variant != "seed";
+    const bool topk = app.sae.variant == "topk" || app.sae.variant == "batchtopk";
     intField("Features", "##features", &app.sae.features, 1, 1 << 20, "SAE dictionary size F");
-    intField("Epochs", "##sepochs", &app.sae.epochs, 1, 100000, nullptr);
+    if (modern)
+      int64Field("Steps", "##ssteps", &app.sae.steps, "optimiser steps (0 = from epochs)");
+    intField("Epochs", "##sepochs", &app.sae.epochs, modern ? 0 : 1, 100000,
+             modern ? "passes over the training split (used when Steps is 0)" : nullptr);
     intField("Batch", "##sbatch", &app.sae.batch, 1, 1 << 20, nullptr);
     doubleField("Learning rate", "##slr", &app.sae.lr, "%.2e",
-                "Adam learning rate (reference 1e-5)");
-    doubleField("λ (L1)", "##l1", &app.sae.l1, "%.3g", "sparsity weight of the L1 penalty");
-    doubleField("Weight decay", "##wd", &app.sae.weightDecay, "%.2e", nullptr);
+                modern ? "Adam learning rate (0 = 2e-4·sqrt(16384/F), scaled with width)"
+                       : "Adam learning rate (reference 1e-5)");
+    if (topk) {
+      intField("k", "##k", &app.sae.k, 1, 1 << 20, "active latents per vector");
+      intField("AuxK k_aux", "##kaux", &app.sae.kAux, 0, 1 << 20,
+               "dead latents used to model the residual");
+      doubleField("AuxK α", "##alpha", &app.sae.auxAlpha, "%.4g", "weight of the AuxK loss");
+    } else {
+      doubleField("λ (L1)", "##l1", &app.sae.l1, "%.3g",
+                  modern ? "weight of Σ f_i ‖W_d,i‖ (warmed up over the first 5% of steps)"
+                         : "sparsity weight of the L1 penalty");
+    }
+    if (!modern) doubleField("Weight decay", "##wd", &app.sae.weightDecay, "%.2e", nullptr);
+    rowLabel("Run name", "Each SAE is kept as saes/NAME.pt; the last trained is the current one");
+    ImGui::InputTextWithHint("##sname", engine::saeRunName(app.sae).c_str(), &app.sae.name);
     ImGui::EndTable();
+    drawSaeRuns(app);
   }
   ImGui::EndDisabled();
 }

@@ -1,0 +1,260 @@
+// Modern SAE variants (topk, batchtopk, l1), their building blocks, AUROC and the held-out split,
+// against the Python reference (tests/python/sae_oracle.py).
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "engine/checkpoint.h"
+#include "engine/error.h"
+#include "engine/features.h"
+#include "engine/fsutil.h"
+#include "engine/npy.h"
+#include "engine/pipeline.h"
+#include "engine/sae.h"
+#include "engine/sae_eval.h"
+#include "engine/torch_util.h"
+#include "engine/workspace.h"
+#include "test_helpers.h"
+
+// After the LibTorch headers (glog defines CHECK too).
+#include <doctest/doctest.h>
+
+using nlohmann::json;
+
+namespace {
+
+json oracle(const std::string& args) {
+  std::string out;
+  REQUIRE(testutil::runPython(testutil::pyScript("sae_oracle.py"), args, &out) == 0);
+  return json::parse(out);
+}
+
+torch::Tensor tensorOf(const json& j) {
+  const auto data = j["data"].get<std::vector<double>>();
+  const auto shape = j["shape"].get<std::vector<int64_t>>();
+  return torch::tensor(data, torch::kFloat64).to(torch::kFloat32).reshape(shape);
+}
+
+void checkClose(const torch::Tensor& got, const json& want, double tol, const char* what) {
+  const torch::Tensor w = tensorOf(want);
+  REQUIRE(got.sizes() == w.sizes());
+  const double err = (got.to(torch::kFloat64) - w.to(torch::kFloat64)).abs().max().item<double>();
+  INFO(what << ": max abs error " << err);
+  CHECK(err <= tol);
+}
+
+}  // namespace
+
+TEST_CASE("SAE building blocks equal the Python reference") {
+  const json ref = oracle("blocks");
+  const torch::Tensor pre = tensorOf(ref["pre"]), wd = tensorOf(ref["wd"]);
+  const int64_t k = ref["k"];
+  checkClose(engine::topkActivation(pre, k), ref["topk"], 1e-6, "topk");
+  checkClose(engine::batchTopkActivation(pre, k), ref["batchtopk"], 1e-6, "batchtopk");
+  CHECK(engine::batchThreshold(pre, k) == doctest::Approx(ref["batch_threshold"].get<double>()));
+  checkClose(engine::thresholdActivation(pre, torch::tensor(ref["theta"].get<double>())),
+             ref["jumprelu"], 1e-6, "threshold encoding");
+
+  std::vector<uint8_t> deadV;
+  for (bool b : ref["dead"]) deadV.push_back(b);
+  const torch::Tensor dead =
+      torch::tensor(std::vector<int64_t>(deadV.begin(), deadV.end()), torch::kLong)
+          .to(torch::kBool);
+  const torch::Tensor residual = tensorOf(ref["residual"]);
+  CHECK(engine::auxkLoss(pre, residual, wd, dead, 2).item<double>() ==
+        doctest::Approx(ref["aux"].get<double>()).epsilon(1e-6));
+  CHECK(engine::auxkLoss(pre, residual, wd, dead, 100).item<double>() ==
+        doctest::Approx(ref["aux_all"].get<double>()).epsilon(1e-6));
+  CHECK(engine::auxkLoss(pre, residual, wd, torch::zeros_like(dead), 2).item<double>() == 0.0);
+
+  torch::Tensor w = wd.clone().requires_grad_(true);
+  w.mutable_grad() = tensorOf(ref["grad"]);
+  engine::removeParallelGradient(w);
+  checkClose(w.grad(), ref["grad_projected"], 1e-5, "parallel gradient removed");
+  // The projected gradient is orthogonal to each decoder row.
+  CHECK((w.grad() * wd).sum(1).abs().max().item<double>() < 1e-5);
+  torch::Tensor wn = wd.clone();
+  engine::normaliseDecoderRows(wn);
+  checkClose(wn, ref["wd_normalised"], 1e-6, "decoder rows normalised");
+
+  checkClose(engine::geometricMedian(tensorOf(ref["gm_x"])), ref["geometric_median"], 1e-5,
+             "geometric median");
+  const auto lrs = ref["lr_factors"].get<std::vector<double>>();
+  for (int s = 0; s < 10; ++s)
+    CHECK(engine::lrFactor(s, 10, 0.2, 0.3) == doctest::Approx(lrs[s]).epsilon(1e-12));
+}
+
+TEST_CASE("topk, batchtopk and l1 training steps equal the Python reference") {
+  const json all = oracle("train");
+  for (const char* variant : {"topk", "batchtopk", "l1"}) {
+    CAPTURE(variant);
+    const json& r = all[variant];
+    const json& c = r["config"];
+    engine::SaeConfig cfg = engine::saeDefaults(variant);
+    cfg.features = c["F"];
+    cfg.k = c["k"];
+    cfg.kAux = c["k_aux"];
+    cfg.auxAlpha = c["aux_alpha"];
+    cfg.lr = c["lr"];
+    cfg.lrWarmup = c["lr_warmup"];
+    cfg.lrDecay = c["lr_decay"];
+    cfg.l1 = c["l1"];
+    cfg.l1Warmup = c["l1_warmup"];
+    cfg.gradClip = c["grad_clip"];
+    cfg.thresholdEma = c["threshold_ema"];
+    cfg.weightDecay = 0;
+    const int64_t d = c["D"], steps = c["steps"];
+    engine::SaeTrainer trainer(cfg, d, steps, c["dead_after"].get<int64_t>());
+    auto gen = torch::make_generator<at::CPUGeneratorImpl>(1);
+    trainer.initialise(torch::randn({8, d}), gen);
+    {
+      torch::NoGradGuard g;
+      trainer.sae()->weight_encoder.copy_(tensorOf(r["init"]["we"]));
+      trainer.sae()->weight_decoder.copy_(tensorOf(r["init"]["wd"]));
+      trainer.sae()->bias_encoder.copy_(tensorOf(r["init"]["be"]));
+      trainer.sae()->bias_decoder.copy_(tensorOf(r["init"]["bd"]));
+    }
+    for (int64_t s = 0; s < steps; ++s) {
+      const auto st = trainer.step(tensorOf(r["xs"][s]), true);
+      const json& log = r["log"][s];
+      CHECK(st.loss == doctest::Approx(log["loss"].get<double>()).epsilon(1e-5));
+      CHECK(st.aux == doctest::Approx(log["aux"].get<double>()).epsilon(1e-5));
+      CHECK(st.l0 == doctest::Approx(log["l0"].get<double>()));
+      CHECK(st.lr == doctest::Approx(log["lr"].get<double>()));
+    }
+    const json& fin = r["final"];
+    checkClose(trainer.sae()->weight_encoder, fin["we"], 2e-5, "weight_encoder");
+    checkClose(trainer.sae()->weight_decoder, fin["wd"], 2e-5, "weight_decoder");
+    checkClose(trainer.sae()->bias_encoder, fin["be"], 2e-5, "bias_encoder");
+    checkClose(trainer.sae()->bias_decoder, fin["bd"], 2e-5, "bias_decoder");
+    const auto since = fin["since"].get<std::vector<int64_t>>();
+    for (size_t j = 0; j < since.size(); ++j)
+      CHECK(trainer.sinceFired()[j].item<int64_t>() == since[j]);
+    CHECK(trainer.threshold() == doctest::Approx(fin["threshold"].get<double>()).epsilon(1e-5));
+    if (std::string(variant) != "l1")  // unit decoder rows after every step
+      CHECK((trainer.sae()->weight_decoder.norm(2, 1) - 1).abs().max().item<double>() < 1e-5);
+  }
+}
+
+TEST_CASE("AUROC handles ties like scipy's Mann-Whitney U") {
+  const json ref = oracle("auroc");
+  const auto scores = ref["scores"].get<std::vector<float>>();
+  const auto labels = ref["labels"].get<std::vector<uint8_t>>();
+  CHECK(engine::auroc(scores, labels) ==
+        doctest::Approx(ref["auroc"].get<double>()).epsilon(1e-12));
+  CHECK(engine::auroc({1, 2, 3, 4}, {0, 0, 1, 1}) == 1.0);
+  CHECK(engine::auroc({1, 1, 1, 1}, {0, 1, 0, 1}) == 0.5);
+  CHECK(std::isnan(engine::auroc({1, 2}, {1, 1})));
+}
+
+TEST_CASE("variant defaults, validation and run names") {
+  const engine::SaeConfig seed = engine::saeDefaults("seed");
+  CHECK(seed.features == 512);
+  CHECK(seed.lr == 1e-5);
+  CHECK_FALSE(seed.holdout);
+  const engine::SaeConfig topk = engine::saeDefaults("topk");
+  CHECK(topk.features == 4096);
+  CHECK(topk.k == 16);
+  CHECK(topk.batch == 4096);
+  CHECK(topk.kAux == 256);
+  CHECK(topk.auxAlpha == 1.0 / 32);
+  CHECK(engine::saeEffectiveLr(topk) == doctest::Approx(4e-4));  // 2e-4·sqrt(16384/4096)
+  CHECK(engine::saeRunName(topk) == "topk-f4096-k16-s0");
+  engine::SaeConfig bad = topk;
+  bad.k = 0;
+  CHECK_THROWS(engine::validate(bad));
+  bad = topk;
+  bad.variant = "gated";
+  CHECK_THROWS(engine::validate(bad));
+  bad = topk;
+  bad.name = "../x";
+  CHECK_THROWS(engine::validate(bad));
+  CHECK_NOTHROW(engine::validate(engine::saeDefaults("batchtopk")));
+  CHECK_NOTHROW(engine::validate(engine::saeDefaults("l1")));
+  CHECK(engine::toJson(seed).count("k") == 0);  // the seed record is unchanged
+  CHECK(engine::toJson(topk)["k_aux"] == 256);
+}
+
+TEST_CASE("topk and batchtopk SAEs in a workspace: folded weights, several SAEs, metrics") {
+  testutil::TempDir dir("sae_ws");
+  const std::string ws = dir.str() + "/ws";
+  engine::Workspace::open(ws, true);
+  // Embeddings that are sparse combinations of 24 directions in 16 dimensions, plus an offset.
+  const int64_t n = 600, d = 16, atoms = 24;
+  torch::manual_seed(3);
+  const torch::Tensor dict = engine::l2normalizeRows(torch::randn({atoms, d}));
+  const torch::Tensor codes =
+      torch::rand({n, atoms}) * (torch::rand({n, atoms}) < 3.0 / atoms).to(torch::kFloat32);
+  const torch::Tensor emb = (torch::mm(codes, dict) + 0.5).contiguous();
+  engine::writeNpy(engine::Workspace::open(ws, false).embeddingsPath(), engine::fromTorch(emb));
+  std::vector<std::string> names;
+  for (int64_t i = 0; i < n; ++i) names.push_back("img" + std::to_string(100000 + i) + ".png");
+  engine::writeImageList(engine::Workspace::open(ws, false).imagesPath(), names);
+
+  engine::JobContext ctx;
+  engine::SaeConfig cfg = engine::saeDefaults("topk");
+  cfg.workspace = ws;
+  cfg.features = 64;
+  cfg.k = 4;
+  cfg.kAux = 16;
+  cfg.batch = 128;
+  cfg.steps = 300;
+  cfg.run.threads = 2;
+  engine::runSae(cfg, ctx);
+  engine::SaeConfig bt = cfg;
+  bt.variant = "batchtopk";
+  bt.name = "bt";
+  engine::runSae(bt, ctx);
+
+  engine::Workspace w = engine::Workspace::open(ws, false);
+  const nlohmann::json& m = w.manifest();
+  CHECK(m["current_sae"] == "bt");
+  REQUIRE(m["sae_runs"].contains("topk-f64-k4-s0"));
+  REQUIRE(m["sae_runs"].contains("bt"));
+  CHECK(engine::fileExists(w.path("saes/topk-f64-k4-s0.pt")));
+  CHECK(m["sae_runs"]["bt"]["split"]["kind"] == "hash10");
+  const int64_t heldOut = m["sae_runs"]["bt"]["split"]["held_out"];
+  CHECK(heldOut > 30);
+  CHECK(m["sae_runs"]["bt"]["vectors"].get<int64_t>() == n - heldOut);  // held out: excluded
+
+  // sae.pt: reference keys plus the extra ones; the reference encode + θ gives the variant's
+  // features, and they reconstruct the held-out split well with about k active latents.
+  const nlohmann::json ev = engine::evaluateSae(ws, "", ctx);
+  CHECK(ev["variant"] == "batchtopk");
+  CHECK(ev["explained_variance"].get<double>() > 0.6);  // folding wrong: far below 0
+  CHECK(ev["l0"].get<double>() > 2);
+  CHECK(ev["l0"].get<double>() < 8);
+  CHECK(ev["cosine"].get<double>() > 0.9);
+  CHECK(ev["explained_variance"] == m["sae_runs"]["bt"]["metrics"]["explained_variance"]);
+  const nlohmann::json ev2 = engine::evaluateSae(ws, "topk-f64-k4-s0", ctx);
+  CHECK(ev2["variant"] == "topk");
+  CHECK(ev2["explained_variance"].get<double>() > 0.6);
+  CHECK_THROWS_AS(engine::evaluateSae(ws, "nope", ctx), engine::Error);
+
+  // The thresholded encoding by hand, from the file.
+  const engine::StateDict sd = engine::readTensorFile(w.saePath());
+  for (const char* key : {"weight_encoder", "weight_decoder", "bias_encoder", "bias_decoder",
+                          "threshold", "input_mean", "input_scale"})
+    CHECK(engine::findTensor(sd, key) != nullptr);
+  const auto t = [&](const char* k) { return engine::toTorch(*engine::findTensor(sd, k)); };
+  const torch::Tensor x = engine::l2normalizeRows(emb);
+  const torch::Tensor fRef =
+      torch::relu(torch::addmm(t("bias_encoder"), x - t("bias_decoder"), t("weight_encoder")));
+  // Undo the folding: the scaled-space pre-activation is fRef's argument + θ.
+  const torch::Tensor theta = t("threshold");
+  const torch::Tensor pre =
+      torch::addmm(t("bias_encoder"), x - t("bias_decoder"), t("weight_encoder")) + theta;
+  const torch::Tensor fJump = engine::thresholdActivation(pre, theta);
+  CHECK((fRef + theta * (fRef > 0).to(torch::kFloat32) - fJump).abs().max().item<double>() < 1e-4);
+
+  // Switching the current SAE; top-k of a non-current SAE by name.
+  engine::selectSae(ws, "topk-f64-k4-s0");
+  w.reload();
+  CHECK(w.manifest()["current_sae"] == "topk-f64-k4-s0");
+  const auto a = engine::readFileBytes(w.saePath());
+  const auto b = engine::readFileBytes(w.path("saes/topk-f64-k4-s0.pt"));
+  CHECK(a == b);
+  const auto top =
+      engine::computeTopK(ws, engine::FeatureKind::Sparse, 0, 5, engine::RankRule::Raw, "bt");
+  CHECK(top.size() == 5);
+  CHECK_THROWS_AS(engine::selectSae(ws, "missing"), engine::Error);
+}
