@@ -18,6 +18,7 @@
 #include "engine/image.h"
 #include "engine/import.h"
 #include "engine/npy.h"
+#include "gui/gui_test_util.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;
@@ -25,12 +26,13 @@ using nlohmann::json;
 
 namespace {
 
+using guitest::haveDisplay;
+using guitest::q;
+using guitest::runGui;
+using guitest::slurp;
+
 constexpr int kN = 48, kD = 64, kF = 24;
 
-bool haveDisplay() {
-  const char* d = std::getenv("DISPLAY");
-  return d && *d;
-}
 
 struct Fixture {
   testutil::TempDir dir{"gui-import"};
@@ -81,23 +83,8 @@ Fixture& fixture() {
   return f;
 }
 
-std::string q(const std::string& s) {
-  return "'" + s + "'";
-}
 
-int runGui(const std::string& args, const std::string& log) {
-  const std::string cmd =
-      std::string("timeout 300 ") + SAESCOPE_GUI_DRIVER + " " + args + " > " + q(log) + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
-std::string slurp(const std::string& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string stage(const json& state, const std::string& name) {
   for (const auto& s : state["stages"])

@@ -25,6 +25,7 @@
 #include "engine/ratings.h"
 #include "engine/study.h"
 #include "engine/workspace.h"
+#include "gui/gui_test_util.h"
 #include "test_helpers.h"
 
 namespace fs = std::filesystem;
@@ -32,10 +33,12 @@ using nlohmann::json;
 
 namespace {
 
-bool haveDisplay() {
-  const char* d = std::getenv("DISPLAY");
-  return d && *d;
-}
+using guitest::haveDisplay;
+using guitest::q;
+using guitest::runGui;
+using guitest::readJson;
+using guitest::slurp;
+
 
 // A tiny workspace: 64 demo faces at 32 px, one epoch, a 64-feature SAE.
 struct Fixture {
@@ -45,31 +48,7 @@ struct Fixture {
     data = dir.str("data");
     ws = dir.str("ws");
     config = dir.str("config");
-    engine::JobContext ctx;
-    engine::DemoDataConfig d;
-    d.out = data;
-    d.count = 64;
-    d.size = 32;
-    engine::generateDemoData(d, ctx);
-    engine::TrainConfig t;
-    t.data = data;
-    t.workspace = ws;
-    t.batch = 16;
-    t.imageSize = 32;
-    t.run.device = "cpu";
-    engine::runTrain(t, ctx);
-    engine::EmbedConfig e;
-    e.workspace = ws;
-    e.batch = 32;
-    e.run.device = "cpu";
-    engine::runEmbed(e, ctx);
-    engine::SaeConfig s;
-    s.workspace = ws;
-    s.features = 64;
-    s.epochs = 3;
-    s.batch = 16;
-    s.run.device = "cpu";
-    engine::runSae(s, ctx);
+    guitest::buildTinyWorkspace(data, ws);
     setenv("XDG_CONFIG_HOME", config.c_str(), 1);  // never the user's ~/.config
   }
 };
@@ -79,31 +58,13 @@ Fixture& fixture() {
   return f;
 }
 
-std::string q(const std::string& s) {
-  return "'" + s + "'";
-}
 
-std::string slurp(const std::string& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
-json readJson(const std::string& p) {
-  return json::parse(slurp(p));
-}
 
 std::string common(const std::string& stateOut) {
   return "--size 1280x800 --state-out " + q(stateOut);
 }
 
-int runGui(const std::string& args, const std::string& log) {
-  const std::string cmd =
-      std::string("timeout 300 ") + SAESCOPE_GUI_DRIVER + " " + args + " > " + q(log) + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
 
 // Starts the app in the background; the pid is the app's own (the shell execs it).
 pid_t spawnGui(const std::string& args, const std::string& log) {
