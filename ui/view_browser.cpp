@@ -159,7 +159,6 @@ void BrowserView::setFeature(int64_t id) {
   if (count > 0) id = std::clamp<int64_t>(id, 0, count - 1);
   m_feature = std::max<int64_t>(0, id);
   m_jumpTo = m_feature;
-  if (count > 0) m_app.markSeen(m_feature);
 }
 
 bool BrowserView::gridLoaded(engine::FeatureKind k) {
@@ -348,6 +347,8 @@ void BrowserView::draw() {
   if (m_feature >= count) setFeature(count - 1);
   drawToolbar(count);
   handleKeys(count);
+  // Seen = shown in the browser (not merely selected at start-up): blind studies leave these out.
+  app.markSeen(m_feature);
 
   const ImVec2 avail = ImGui::GetContentRegionAvail();
   const float gap = ImGui::GetStyle().ItemSpacing.x;
