@@ -461,14 +461,16 @@ std::vector<TopEntry> computeTopK(const std::string& workspace, FeatureKind kind
   const std::string saeFile = other ? saeFileFor(ws, saeName) : std::string();
   if (kind == FeatureKind::Sparse && !other && !ws.hasSae())
     throw Error(ws.saePath() + ": missing; run `saescope sae --workspace " + ws.dir() + "` first");
+  auto checkFeatureId = [&](int64_t id, int64_t nf) {
+    if (id < 0 || id >= nf)
+      throw Error("--feature " + std::to_string(id) + ": out of range; this workspace has " +
+                  std::to_string(nf) + " " + kindName(kind) + " features (0.." +
+                  std::to_string(nf - 1) + ")");
+  };
   JobContext quiet;
   if (k <= FeatureIndex::kStoredK && !other) {
     if (auto idx = tryLoadIndex(ws)) {
-      const int64_t nf = idx->numFeatures(kind);
-      if (feature < 0 || feature >= nf)
-        throw Error("--feature " + std::to_string(feature) + ": out of range; this workspace has " +
-                    std::to_string(nf) + " " + kindName(kind) + " features (0.." +
-                    std::to_string(nf - 1) + ")");
+      checkFeatureId(feature, idx->numFeatures(kind));
       std::vector<TopEntry> top = idx->top(kind, rule, feature);
       if (static_cast<int>(top.size()) > k) top.resize(k);
       return top;
@@ -476,10 +478,7 @@ std::vector<TopEntry> computeTopK(const std::string& workspace, FeatureKind kind
   }
   const Sources src = readSources(ws, saeFile);
   const int64_t nf = kind == FeatureKind::Dense ? src.emb.shape[1] : src.we.size(1);
-  if (feature < 0 || feature >= nf)
-    throw Error("--feature " + std::to_string(feature) + ": out of range; this workspace has " +
-                std::to_string(nf) + " " + kindName(kind) + " features (0.." +
-                std::to_string(nf - 1) + ")");
+  checkFeatureId(feature, nf);
   KindScanner scanner(nf, k, kind == FeatureKind::Dense, feature);
   scan(src, kind == FeatureKind::Dense ? &scanner : nullptr,
        kind == FeatureKind::Sparse ? &scanner : nullptr, quiet);
