@@ -18,19 +18,20 @@ namespace engine {
 
 namespace {
 std::string errnoText() { return std::strerror(errno); }
+}  // namespace
 
-void writeAll(int fd, const uint8_t* p, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
+void writeAllToFd(int fd, const void* data, size_t size, const std::string& path) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    const ssize_t w = ::write(fd, p, size);
     if (w < 0) {
       if (errno == EINTR) continue;
       throw Error("cannot write " + path + ": " + errnoText());
     }
     p += w;
-    n -= static_cast<size_t>(w);
+    size -= static_cast<size_t>(w);
   }
 }
-}  // namespace
 
 void writeFileAtomic(const std::string& path, const void* data, size_t size) {
   static std::atomic<unsigned> counter{0};
@@ -42,7 +43,7 @@ void writeFileAtomic(const std::string& path, const void* data, size_t size) {
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot create " + tmp + ": " + errnoText() + " (is the folder writable?)");
   try {
-    writeAll(fd, static_cast<const uint8_t*>(data), size, path);
+    writeAllToFd(fd, data, size, path);
     if (::fsync(fd) != 0) throw Error("cannot flush " + path + ": " + errnoText());
   } catch (...) {
     ::close(fd);
@@ -99,7 +100,7 @@ LineAppender::~LineAppender() {
 void LineAppender::appendLine(const std::string& line, bool sync) {
   std::string s = line;
   s.push_back('\n');
-  writeAll(m_fd, reinterpret_cast<const uint8_t*>(s.data()), s.size(), m_path);
+  writeAllToFd(m_fd, s.data(), s.size(), m_path);
   if (sync) ::fsync(m_fd);
 }
 

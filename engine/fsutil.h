@@ -18,6 +18,10 @@ std::string readFileText(const std::string& path);
 
 bool fileExists(const std::string& path);
 
+// Writes all `size` bytes to the open descriptor `fd` (retrying short writes and EINTR); throws
+// engine::Error "cannot write <path>: <reason>".
+void writeAllToFd(int fd, const void* data, size_t size, const std::string& path);
+
 // Opens `path` for appending lines that survive a crash: each appendLine() is written and
 // flushed to the OS (and fsync'ed) before it returns.
 class LineAppender {

@@ -98,18 +98,6 @@ class MemorySource : public Source {
   const std::string& m_name;
 };
 
-void writeAll(int fd, const uint8_t* p, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw Error("cannot write " + path + ": " + errnoText());
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 // --- the header: a Python dict literal such as
 //     {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }
 
@@ -513,7 +501,7 @@ NpyRowWriter::NpyRowWriter(const std::string& path, DType dtype, int64_t cols, i
   if (m_fd < 0)
     throw Error("cannot create " + m_tmp + ": " + errnoText() + " (is the folder writable?)");
   try {
-    writeAll(m_fd, reinterpret_cast<const uint8_t*>(header.data()), header.size(), path);
+    writeAllToFd(m_fd, header.data(), header.size(), path);
   } catch (...) {
     ::close(m_fd);
     ::unlink(m_tmp.c_str());
@@ -531,7 +519,7 @@ void NpyRowWriter::append(const void* rows, int64_t n) {
   if (n < 0 || n > m_rowsExpected - m_rows)
     throw Error("cannot write " + m_path + ": " + std::to_string(m_rows + n) + " rows exceed the " +
                 std::to_string(m_rowsExpected) + " announced");
-  writeAll(m_fd, static_cast<const uint8_t*>(rows), static_cast<size_t>(n) * m_rowBytes, m_path);
+  writeAllToFd(m_fd, rows, static_cast<size_t>(n) * m_rowBytes, m_path);
   m_rows += n;
 }
 
