@@ -37,7 +37,8 @@ static void trainFlags(Command& cmd, engine::TrainConfig& t) {
       .real("--lr", &t.lr, "Adam learning rate")
       .integer("--image-size", &t.imageSize, "images are resized to this square")
       .str("--weights", "FILE", &t.weights,
-           "torchvision resnet18 checkpoint (.pth); none: random init")
+           "torchvision resnet18 checkpoint (.pth); empty: torch's hub cache if it has one; "
+           "none: random init")
       .integer("--limit", &t.limit, "use only the first N images (0: all)")
       .str("--normalize", "none|imagenet", &t.normalize, "input normalisation")
       .str("--precision", "fp32|bf16", &t.precision, "numeric precision");
