@@ -11,52 +11,32 @@ saescope_test(test_gui_units
   TIMEOUT 120)
 
 find_program(XVFB_RUN xvfb-run)
-add_executable(test_gui test_gui.cpp)
-target_link_libraries(test_gui PRIVATE saescope_doctest_main saescope_engine)
-add_dependencies(test_gui saescope_gui_driver)
-target_compile_definitions(test_gui PRIVATE
-  SAESCOPE_PYTHON="${SAESCOPE_PYTHON}"
-  SAESCOPE_TEST_DIR="${CMAKE_CURRENT_SOURCE_DIR}"
-  SAESCOPE_BINARY_DIR="${CMAKE_BINARY_DIR}"
-  SAESCOPE_GUI_DRIVER="$<TARGET_FILE:saescope_gui_driver>")
-if(XVFB_RUN)
-  # One X server for the whole suite; each case starts the app as a child process on it.
-  add_test(NAME test_gui COMMAND ${XVFB_RUN} -a -s "-screen 0 1600x1200x24" $<TARGET_FILE:test_gui>)
-else()
-  add_test(NAME test_gui COMMAND test_gui)  # without xvfb-run, needs a DISPLAY (fails otherwise)
-endif()
-set_tests_properties(test_gui PROPERTIES LABELS gui TIMEOUT 900)
+# saescope_gui_test(NAME TIMEOUT s [DEPENDS target...] [DEFINITIONS def...]): a doctest executable
+# NAME.cpp that starts the real app (saescope_gui_driver) as child processes, run under one
+# `xvfb-run -a` X server (without xvfb-run it needs a DISPLAY and fails otherwise).
+function(saescope_gui_test name)
+  cmake_parse_arguments(G "" "TIMEOUT" "DEPENDS;DEFINITIONS" ${ARGN})
+  add_executable(${name} ${name}.cpp)
+  target_link_libraries(${name} PRIVATE saescope_doctest_main saescope_engine)
+  add_dependencies(${name} saescope_gui_driver ${G_DEPENDS})
+  target_compile_definitions(${name} PRIVATE
+    SAESCOPE_PYTHON="${SAESCOPE_PYTHON}"
+    SAESCOPE_TEST_DIR="${CMAKE_CURRENT_SOURCE_DIR}"
+    SAESCOPE_BINARY_DIR="${CMAKE_BINARY_DIR}"
+    SAESCOPE_GUI_DRIVER="$<TARGET_FILE:saescope_gui_driver>"
+    ${G_DEFINITIONS})
+  if(XVFB_RUN)
+    add_test(NAME ${name} COMMAND ${XVFB_RUN} -a -s "-screen 0 1600x1200x24" $<TARGET_FILE:${name}>)
+  else()
+    add_test(NAME ${name} COMMAND ${name})
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS gui TIMEOUT ${G_TIMEOUT})
+endfunction()
 
-# Drag and drop (folders, tensor files) and the browser's exports, in the real app under Xvfb.
-add_executable(test_gui_import test_gui_import.cpp)
-target_link_libraries(test_gui_import PRIVATE saescope_doctest_main saescope_engine)
-add_dependencies(test_gui_import saescope_gui_driver)
-target_compile_definitions(test_gui_import PRIVATE
-  SAESCOPE_PYTHON="${SAESCOPE_PYTHON}"
-  SAESCOPE_TEST_DIR="${CMAKE_CURRENT_SOURCE_DIR}"
-  SAESCOPE_BINARY_DIR="${CMAKE_BINARY_DIR}"
-  SAESCOPE_GUI_DRIVER="$<TARGET_FILE:saescope_gui_driver>")
-if(XVFB_RUN)
-  add_test(NAME test_gui_import
-    COMMAND ${XVFB_RUN} -a -s "-screen 0 1600x1200x24" $<TARGET_FILE:test_gui_import>)
-else()
-  add_test(NAME test_gui_import COMMAND test_gui_import)
-endif()
-set_tests_properties(test_gui_import PROPERTIES LABELS gui TIMEOUT 600)
-
-# The blind study in the real app: scripted ratings, SIGKILL mid-study, resume, results, exports.
-add_executable(test_gui_study test_gui_study.cpp)
-target_link_libraries(test_gui_study PRIVATE saescope_doctest_main saescope_engine)
-add_dependencies(test_gui_study saescope_gui_driver saescope)
-target_compile_definitions(test_gui_study PRIVATE
-  SAESCOPE_PYTHON="${SAESCOPE_PYTHON}"
-  SAESCOPE_TEST_DIR="${CMAKE_CURRENT_SOURCE_DIR}"
-  SAESCOPE_BINARY_DIR="${CMAKE_BINARY_DIR}"
-  SAESCOPE_GUI_DRIVER="$<TARGET_FILE:saescope_gui_driver>"
-  SAESCOPE_CLI="$<TARGET_FILE:saescope>")
-if(XVFB_RUN)
-  add_test(NAME test_gui_study COMMAND ${XVFB_RUN} -a -s "-screen 0 1600x1200x24" $<TARGET_FILE:test_gui_study>)
-else()
-  add_test(NAME test_gui_study COMMAND test_gui_study)
-endif()
-set_tests_properties(test_gui_study PROPERTIES LABELS gui TIMEOUT 900)
+# Screenshots of every view, scripted navigation, notes, a run started and cancelled.
+saescope_gui_test(test_gui TIMEOUT 900)
+# Drag and drop (folders, tensor files) and the browser's exports.
+saescope_gui_test(test_gui_import TIMEOUT 600)
+# The blind study: scripted ratings, SIGKILL mid-study, resume, results, exports.
+saescope_gui_test(test_gui_study TIMEOUT 900 DEPENDS saescope
+  DEFINITIONS SAESCOPE_CLI="$<TARGET_FILE:saescope>")
