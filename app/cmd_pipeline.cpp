@@ -41,7 +41,13 @@ static void trainFlags(Command& cmd, engine::TrainConfig& t) {
            "none: random init")
       .integer("--limit", &t.limit, "use only the first N images (0: all)")
       .str("--normalize", "none|imagenet", &t.normalize, "input normalisation")
-      .str("--precision", "fp32|bf16", &t.precision, "numeric precision");
+      .str("--precision", "fp32|bf16", &t.precision, "numeric precision")
+      .sw("--resume", &t.resume,
+          "continue the interrupted run saved in WS/checkpoints/ (with its settings)")
+      .real("--checkpoint-minutes", &t.checkpointMinutes,
+            "save a resumable checkpoint this often (and on Ctrl-C)")
+      .integer("--checkpoint-steps", &t.checkpointSteps,
+               "also save one every N steps (0: time-based only)");
 }
 
 // The value of --variant in args ("seed" when absent), so that each variant's defaults apply
@@ -112,7 +118,8 @@ int cmdTrain(const std::vector<std::string>& args) {
   trainFlags(cmd, t);
   cmd.common(&t.run);
   if (!cmd.parse(args)) return 0;
-  if (t.data.empty()) throw UsageError("--data: required; pass --data DIR (an image folder)");
+  if (t.data.empty() && !t.resume)
+    throw UsageError("--data: required; pass --data DIR (an image folder)");
   requireWorkspace(t.workspace);
   runWithProgress([&](engine::JobContext& ctx) { engine::runTrain(t, ctx); });
   return 0;

@@ -1,12 +1,80 @@
 // saescope: the desktop app (no arguments or `gui`) and the command line (subcommands).
+#include <execinfo.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <vector>
 
 #include "cli.h"
 
+namespace {
+
+void writeStderr(const char* s) {
+  const ssize_t n = ::write(STDERR_FILENO, s, std::strlen(s));
+  (void)n;
+}
+
+// A crash is a bug in saescope (or a library under it): say so in one line instead of a bare
+// "Segmentation fault", and with SAESCOPE_BACKTRACE=1 print the stack for the bug report. Only
+// async-signal-safe calls (backtrace_symbols_fd writes without malloc once backtrace was warmed).
+[[maybe_unused]] void onFatalSignal(int sig) {
+  const char* name = sig == SIGSEGV ? "segmentation fault"
+                     : sig == SIGBUS ? "bus error"
+                     : sig == SIGFPE ? "arithmetic exception"
+                     : sig == SIGILL ? "illegal instruction"
+                                     : "abort";
+  writeStderr("saescope: internal error: ");
+  writeStderr(name);
+  writeStderr("; please report it with the command line (set SAESCOPE_BACKTRACE=1 for a trace)\n");
+  if (const char* bt = std::getenv("SAESCOPE_BACKTRACE"); bt && bt[0] == '1') {
+    void* frames[64];
+    const int n = backtrace(frames, 64);
+    backtrace_symbols_fd(frames, n, STDERR_FILENO);
+  }
+  std::signal(sig, SIG_DFL);  // keep the signal exit status for shells and tests
+  std::raise(sig);
+}
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SAESCOPE_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SAESCOPE_SANITIZED 1
+#endif
+
+void installCrashHandlers() {
+#ifndef SAESCOPE_SANITIZED  // a sanitized build keeps the sanitizer's own reports
+  void* warm[1];
+  backtrace(warm, 1);  // loads libgcc now, not inside the handler
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) std::signal(sig, onFatalSignal);
+  std::set_terminate([] {
+    writeStderr("saescope: internal error: unhandled exception");
+    if (auto e = std::current_exception()) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        writeStderr(": ");
+        writeStderr(ex.what());
+      } catch (...) {
+      }
+    }
+    writeStderr("\n");
+    std::_Exit(1);
+  });
+#endif
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  installCrashHandlers();
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
     return app::runCli(args);

@@ -134,6 +134,12 @@ void validate(const TrainConfig& c) {
   if (c.normalize != "none" && c.normalize != "imagenet")
     throw Error("--normalize " + c.normalize + ": expected none or imagenet");
   validatePrecision(c.precision);
+  if (!(c.checkpointMinutes > 0) || c.checkpointMinutes > 1e6)
+    throw Error("--checkpoint-minutes " + std::to_string(c.checkpointMinutes) +
+                ": must be a positive number of minutes");
+  if (c.checkpointSteps < 0)
+    throw Error("--checkpoint-steps " + std::to_string(c.checkpointSteps) +
+                ": must be 0 (time-based only) or more");
   validateRun(c.run);
 }
 

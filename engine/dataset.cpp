@@ -253,7 +253,8 @@ BatchLoader::BatchLoader(const Dataset& data, const LoaderConfig& cfg) : m_data(
   threads = std::max(1, threads);
   {
     std::lock_guard<std::mutex> lock(m_mutex);
-    const int64_t ahead = std::max(1, cfg.prefetchBatches);
+    m_nextToHand = m_nextToSchedule = std::clamp<int64_t>(cfg.startBatch, 0, numBatches());
+    const int64_t ahead = m_nextToHand + std::max(1, cfg.prefetchBatches);
     while (m_nextToSchedule < ahead && scheduleNextLocked()) {
     }
   }

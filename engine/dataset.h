@@ -71,6 +71,7 @@ struct LoaderConfig {
   int prefetchBatches = 3;  // batches decoded ahead of the consumer
   bool dropLast = false;
   int64_t limit = 0;        // use only the first `limit` images (0 = all)
+  int64_t startBatch = 0;   // skip the epoch's first batches without decoding them (resume)
 };
 
 // One batch: float32 pixels [B, 3, S, S] in [0, 1] (ToTensor semantics, channel-first).

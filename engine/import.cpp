@@ -346,6 +346,7 @@ void runImport(const ImportConfig& cfg, JobContext& ctx) {
   // 2. Write every artifact beside its place, then move all of them in, manifest last.
   const bool created = !fs::exists(cfg.workspace, ec);
   Workspace ws = Workspace::open(cfg.workspace, /*create=*/true);
+  const WorkspaceLock lock(ws.dir(), "saescope import");
   std::vector<std::pair<std::string, std::string>> moves;  // temporary → final
   auto staged = [&](const std::string& final) {
     const std::string tmp =

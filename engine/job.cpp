@@ -26,6 +26,15 @@ void JobContext::beginStage(const std::string& stage, int64_t total, const std::
   m_snap.curve.clear();
   m_stageStart = m_lastRateTime = std::chrono::steady_clock::now();
   m_lastRateDone = 0;
+  m_skipped = 0;
+  m_snap.version = ++m_version;
+}
+
+void JobContext::skip(int64_t n) {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  m_snap.done += n;
+  m_lastRateDone += n;
+  m_skipped += n;
   m_snap.version = ++m_version;
 }
 
@@ -38,7 +47,7 @@ void JobContext::advance(int64_t n, const std::map<std::string, double>& values,
   if (dt >= 0.5 || m_snap.rate == 0) {
     const double inst = dt > 0 ? (m_snap.done - m_lastRateDone) / dt : 0;
     // Exponential smoothing keeps the rate steady; the overall mean takes over early on.
-    const double overall = m_snap.elapsed > 0 ? m_snap.done / m_snap.elapsed : 0;
+    const double overall = m_snap.elapsed > 0 ? (m_snap.done - m_skipped) / m_snap.elapsed : 0;
     m_snap.rate = (m_snap.rate == 0 || m_snap.elapsed < 3) ? overall : 0.7 * m_snap.rate + 0.3 * inst;
     if (dt > 0) {
       m_lastRateTime = now;

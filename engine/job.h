@@ -48,6 +48,8 @@ class JobContext {
   // Adds `n` units done; `values` (may be empty) is recorded as the latest loss terms and, every
   // call, as a curve point at `step`.
   void advance(int64_t n, const std::map<std::string, double>& values = {}, int64_t step = -1);
+  // Counts `n` units as done before this run (a resumed stage): progress moves, the rate does not.
+  void skip(int64_t n);
   void setDevice(const std::string& device);
   // Writes a line to the log sink (terminal / GUI log) and keeps it for log().
   void log(const std::string& line);
@@ -69,6 +71,7 @@ class JobContext {
   std::chrono::steady_clock::time_point m_stageStart;
   std::chrono::steady_clock::time_point m_lastRateTime;
   int64_t m_lastRateDone = 0;
+  int64_t m_skipped = 0;  // units counted by skip()
   std::vector<std::string> m_log;
   LogSink m_sink;
   std::atomic<bool> m_stop{false};

@@ -32,6 +32,13 @@ struct TrainConfig {
   int64_t limit = 0;               // use only the first N images (0 = all)
   std::string normalize = "none";  // none | imagenet
   std::string precision = "fp32";  // fp32 | bf16
+  // Resumable training: the model, the optimiser and the position in the data are saved to
+  // WS/checkpoints/train.ckpt every `checkpointMinutes` (and every `checkpointSteps` steps when
+  // > 0, and when cancelled); `resume` continues from there, giving the same result as an
+  // uninterrupted run up to floating-point noise. The checkpoint is removed when the stage ends.
+  bool resume = false;
+  double checkpointMinutes = 5;
+  int64_t checkpointSteps = 0;
   RunOptions run;
 };
 

@@ -9,9 +9,11 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "error.h"
+#include "fsutil.h"
 #include "workspace.h"
 
 namespace engine {
@@ -228,6 +230,45 @@ void loadStateDict(torch::nn::Module& module, const StateDict& sdIn, const std::
   }
 }
 
+void saveTrainingState(const std::string& path, const torch::nn::Module& module,
+                       const torch::optim::Optimizer& opt, const nlohmann::json& note) {
+  torch::serialize::OutputArchive archive, modelArchive, optArchive;
+  module.save(modelArchive);
+  opt.save(optArchive);
+  archive.write("model", modelArchive);
+  archive.write("optimizer", optArchive);
+  archive.write("note", c10::IValue(note.dump()));
+  std::ostringstream out;
+  archive.save_to(out);
+  writeFileAtomic(path, out.str());
+}
+
+nlohmann::json loadTrainingState(const std::string& path, torch::nn::Module& module,
+                                 torch::optim::Optimizer& opt, const torch::Device& device) {
+  if (!fileExists(path))
+    throw Error(path + ": no training checkpoint to resume from; run without --resume");
+  try {
+    torch::serialize::InputArchive archive, modelArchive, optArchive;
+    std::istringstream in(readFileText(path));
+    archive.load_from(in, device);
+    c10::IValue note;
+    if (!archive.try_read("note", note) || !note.isString())
+      throw Error(path + ": not a saescope training checkpoint; delete it and run without --resume");
+    archive.read("model", modelArchive);
+    archive.read("optimizer", optArchive);
+    module.load(modelArchive);
+    opt.load(optArchive);
+    return nlohmann::json::parse(note.toStringRef());
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    msg = msg.substr(0, msg.find('\n'));
+    throw Error(path + ": cannot resume from this checkpoint (" + msg +
+                "); delete it and run without --resume");
+  }
+}
+
 namespace {
 // Notes a stage that did not finish in the manifest; never throws (the original error matters).
 void recordStageEnd(Workspace& ws, const std::string& stage, const std::string& status,
@@ -245,6 +286,9 @@ void recordStageEnd(Workspace& ws, const std::string& stage, const std::string& 
 }  // namespace
 
 void runStage(Workspace& ws, const std::string& stage, const std::function<void()>& body) {
+  // Before anything is noted in the manifest: a workspace that another process is writing stays
+  // untouched.
+  const WorkspaceLock lock(ws.dir(), "saescope " + stage);
   try {
     body();
   } catch (const Cancelled&) {

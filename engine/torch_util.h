@@ -47,6 +47,16 @@ class AutocastGuard {
 // on CUDA, a plain wrap-and-copy on the CPU.
 torch::Tensor hostToDevice(float* data, at::IntArrayRef shape, const torch::Device& device);
 
+// A resumable training state: a module's parameters and buffers, an optimiser's state and a JSON
+// note (position, losses, config), written atomically to `path` in LibTorch's archive format. Only
+// this build reads it back (it is not a torch.load format; the stage's artifacts are).
+void saveTrainingState(const std::string& path, const torch::nn::Module& module,
+                       const torch::optim::Optimizer& opt, const nlohmann::json& note);
+// Loads into `module` and `opt` (already on `device`); returns the note. Throws engine::Error
+// naming `path` when it is missing, unreadable or of another model.
+nlohmann::json loadTrainingState(const std::string& path, torch::nn::Module& module,
+                                 torch::optim::Optimizer& opt, const torch::Device& device);
+
 class Workspace;
 // Runs a stage body: on cancel or error, notes "cancelled"/"failed" with the message in the
 // manifest's stages.<stage> and rethrows; LibTorch errors become engine::Error (out of memory with

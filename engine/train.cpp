@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 
 #include "checkpoint.h"
 #include "dataset.h"
@@ -43,10 +44,79 @@ json skippedJson(const std::vector<std::pair<int64_t, std::string>>& skipped,
   return out;
 }
 
+// --resume continues the run saved in WS/checkpoints/: its settings come from the checkpoint's
+// note. A setting given now that differs from both the default and the saved value is a
+// contradiction and an error (--epochs may grow; --device and --threads may change).
+TrainConfig resumedConfig(const TrainConfig& given, const std::string& notePath,
+                          const std::string& ckptPath) {
+  if (!fileExists(ckptPath) || !fileExists(notePath))
+    throw Error(ckptPath + ": no training checkpoint to resume from; run without --resume");
+  json saved;
+  try {
+    saved = json::parse(readFileText(notePath)).at("config");
+  } catch (const json::exception& e) {
+    throw Error(notePath + ": unreadable (" + std::string(e.what()) +
+                "); delete WS/checkpoints and run without --resume");
+  }
+  json now = toJson(given);
+  const json defaults = toJson(TrainConfig{});
+  if (now["weights"] == "none") now["weights"] = "";  // the saved form of a random start
+  for (const char* key : {"data", "batch", "lr", "image_size", "weights", "limit", "normalize",
+                          "precision"}) {
+    const json& v = now.at(key);
+    if (v != defaults.at(key) && v != saved.value(key, json()))
+      throw Error("--" + std::string(key == std::string("image_size") ? "image-size" : key) + " " +
+                  (v.is_string() ? v.get<std::string>() : v.dump()) + ": the checkpoint " +
+                  ckptPath + " was saved with " + saved.value(key, json()).dump() +
+                  "; resume with its settings, or run without --resume to start anew");
+  }
+  const json seedNow = now.at("run").at("seed"), seedSaved = saved.at("run").value("seed", json());
+  if (seedNow != defaults.at("run").at("seed") && seedNow != seedSaved)
+    throw Error("--seed " + seedNow.dump() + ": the checkpoint " + ckptPath + " was saved with " +
+                seedSaved.dump() + "; resume with the same seed");
+  TrainConfig c = given;
+  try {
+    c.data = saved.at("data").get<std::string>();
+    c.batch = saved.at("batch").get<int>();
+    c.lr = saved.at("lr").get<double>();
+    c.imageSize = saved.at("image_size").get<int>();
+    c.weights = saved.at("weights").get<std::string>();
+    c.limit = saved.at("limit").get<int64_t>();
+    c.normalize = saved.at("normalize").get<std::string>();
+    c.precision = saved.at("precision").get<std::string>();
+    c.run.seed = saved.at("run").at("seed").get<uint64_t>();
+    if (given.epochs == TrainConfig{}.epochs) c.epochs = saved.at("epochs").get<int>();
+  } catch (const json::exception& e) {
+    throw Error(notePath + ": unreadable (" + std::string(e.what()) +
+                "); delete WS/checkpoints and run without --resume");
+  }
+  if (c.weights.empty()) c.weights = "none";  // the saved run started random: keep it so
+  return c;
+}
+
+// Keeps the log lines of the steps before `step` (a resumed run rewrites the ones after).
+void truncateLog(const std::string& path, int64_t step) {
+  if (!fileExists(path)) return;
+  std::istringstream in(readFileText(path));
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (json::parse(line).value("step", int64_t{0}) >= step) break;
+    } catch (const json::exception&) {
+      break;  // a line cut by the kill
+    }
+    kept += line + "\n";
+  }
+  writeFileAtomic(path, kept);
+}
+
 }  // namespace
 
 void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
   TrainConfig cfg = cfgIn;
+  const std::string ckptPath = (fs::path(cfgIn.workspace) / "checkpoints" / "train.ckpt").string();
+  const std::string notePath = (fs::path(cfgIn.workspace) / "checkpoints" / "train.json").string();
+  if (cfg.resume) cfg = resumedConfig(cfgIn, notePath, ckptPath);
   // No --weights: torchvision's own ImageNet checkpoint when its hub cache has it; "none" forces
   // a random start.
   if (cfg.weights.empty()) cfg.weights = findTorchvisionResnet18();
@@ -69,7 +139,9 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
 
     ResNet18 model;
     std::string weightsNote = "random";
-    if (!cfg.weights.empty()) {
+    if (cfg.resume) {
+      weightsNote = "resumed from " + ckptPath;
+    } else if (!cfg.weights.empty()) {
       const StateDict sd = readTensorFile(cfg.weights);
       loadStateDict(*model, sd, cfg.weights, {"fc.weight", "fc.bias"});
       weightsNote = fs::absolute(cfg.weights).string();
@@ -83,69 +155,127 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
     const bool bf16 = cfg.precision == "bf16";
     torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(cfg.lr));
 
-    const std::string logPath = ws.path("logs/train.jsonl");
-    std::error_code ec;
-    fs::remove(logPath, ec);
-    LineAppender log(logPath);
-
     std::vector<std::pair<int64_t, std::string>> skipped;
     int64_t step = 0;
     double last[3] = {NAN, NAN, NAN};
-    ctx.beginStage("train", n * cfg.epochs, "images");
-    for (int epoch = 0; epoch < cfg.epochs; ++epoch) {
-      LoaderConfig lc;
-      lc.imageSize = cfg.imageSize;
-      lc.batchSize = cfg.batch;
-      lc.shuffle = true;
-      lc.seed = cfg.run.seed;
-      lc.epoch = epoch;
-      lc.limit = n;
-      lc.threads = cfg.run.threads;
-      BatchLoader loader(data, lc);
-      Batch batch;
-      while (loader.next(batch)) {
-        ctx.checkStop();
-        if (epoch == 0) skipped.insert(skipped.end(), batch.failures.begin(), batch.failures.end());
-        for (const auto& f : batch.failures) ctx.log("skipped " + data.paths[f.first] + ": " + f.second);
-        if (batch.size < 2) {  // a contrastive loss needs two images
-          ctx.advance(batch.size + static_cast<int64_t>(batch.failures.size()));
-          continue;
+    double priorSeconds = 0;  // time spent before a resume
+    int epoch = 0;            // position: the current epoch and the batches of it already done
+    int64_t batchInEpoch = 0;
+    const std::string logPath = ws.path("logs/train.jsonl");
+    if (cfg.resume) {
+      const json note = loadTrainingState(ckptPath, *model, opt, device);
+      if (note.at("epoch").get<int>() > cfg.epochs)
+        throw Error(ckptPath + ": already past --epochs " + std::to_string(cfg.epochs));
+      epoch = note.at("epoch").get<int>();
+      batchInEpoch = note.at("batch").get<int64_t>();
+      step = note.at("step").get<int64_t>();
+      priorSeconds = note.value("seconds", 0.0);
+      for (int i = 0; i < 3; ++i) last[i] = note.at("last").at(i).is_number() ? note["last"][i].get<double>() : NAN;
+      for (const auto& r : note.at("skipped")) skipped.emplace_back(r.at(0).get<int64_t>(), r.at(1).get<std::string>());
+      truncateLog(logPath, step);
+      ctx.log("train: resuming " + ckptPath + " at epoch " + std::to_string(epoch + 1) + ", step " +
+              std::to_string(step));
+    } else {
+      std::error_code ec;
+      fs::remove(logPath, ec);
+      if (fileExists(ckptPath))
+        ctx.log("note: " + ckptPath + " holds an interrupted run; this run starts anew (pass "
+                "--resume to continue that one instead)");
+    }
+    LineAppender log(logPath);
+
+    auto saveCheckpoint = [&] {
+      json sk = json::array();
+      for (const auto& [row, why] : skipped) sk.push_back({row, why});
+      json lastJ = json::array();
+      for (double v : last) lastJ.push_back(std::isfinite(v) ? json(v) : json(nullptr));
+      const json note = {{"config", toJson(cfg)}, {"epoch", epoch},   {"batch", batchInEpoch},
+                         {"step", step},          {"last", lastJ},    {"skipped", sk},
+                         {"seconds", priorSeconds + secondsSince(start)}, {"saved", isoNow()}};
+      std::error_code ec;
+      fs::create_directories(ws.path("checkpoints"), ec);
+      // The note first (the settings, readable without LibTorch): a checkpoint never lacks one.
+      writeFileAtomic(notePath, note.dump(2) + "\n");
+      saveTrainingState(ckptPath, *model, opt, note);
+    };
+    const int64_t total = n * cfg.epochs;
+    ctx.beginStage("train", total, "images");
+    if (cfg.resume)  // the images of the epochs and batches done before
+      ctx.skip(static_cast<int64_t>(epoch) * n + std::min<int64_t>(n, batchInEpoch * cfg.batch));
+    auto lastSave = Clock::now();
+    const int64_t firstStep = step;
+    try {
+      for (; epoch < cfg.epochs; ++epoch, batchInEpoch = 0) {
+        LoaderConfig lc;
+        lc.imageSize = cfg.imageSize;
+        lc.batchSize = cfg.batch;
+        lc.shuffle = true;
+        lc.seed = cfg.run.seed;
+        lc.epoch = epoch;
+        lc.limit = n;
+        lc.threads = cfg.run.threads;
+        lc.startBatch = batchInEpoch;
+        BatchLoader loader(data, lc);
+        Batch batch;
+        while (loader.next(batch)) {
+          ctx.checkStop();
+          if (epoch == 0) skipped.insert(skipped.end(), batch.failures.begin(), batch.failures.end());
+          for (const auto& f : batch.failures) ctx.log("skipped " + data.paths[f.first] + ": " + f.second);
+          if (batch.size < 2) {  // a contrastive loss needs two images
+            ctx.advance(batch.size + static_cast<int64_t>(batch.failures.size()));
+            ++batchInEpoch;
+            continue;
+          }
+          const int s = cfg.imageSize;
+          torch::Tensor x = hostToDevice(batch.pixels.data(), {batch.size, 3, s, s}, device);
+          x = normalizeInput(x, cfg.normalize);
+          FineTuneLoss loss;
+          {
+            AutocastGuard autocast(device, bf16);
+            const torch::Tensor e = model->forward(x);
+            const torch::Tensor eRot = model->forward(x.flip({2, 3}));
+            // The losses in fp32 whatever the forward ran in.
+            loss = fineTuneLoss(e.to(torch::kFloat32), eRot.to(torch::kFloat32));
+          }
+          opt.zero_grad();
+          loss.total.backward();
+          opt.step();
+          const int64_t done = batch.size + static_cast<int64_t>(batch.failures.size());
+          // Reading a loss synchronises with the GPU: on CUDA only every few steps.
+          if (!device.is_cuda() || step % 10 == 0 || loader.numBatches() * cfg.epochs <= step + 1) {
+            last[0] = loss.total.item<double>();
+            last[1] = loss.contrastive.item<double>();
+            last[2] = loss.orientation.item<double>();
+            if (!std::isfinite(last[0]))
+              throw Error("train: the loss became " + std::to_string(last[0]) + " at step " +
+                          std::to_string(step) + "; try a smaller --lr");
+            ctx.advance(done, {{"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]}},
+                        step);
+            const auto snap = ctx.snapshot();
+            log.appendLine(json{{"step", step}, {"epoch", epoch}, {"batch", batch.size},
+                                {"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]},
+                                {"images_per_s", snap.rate}, {"elapsed_s", snap.elapsed}}
+                               .dump());
+          } else {
+            ctx.advance(done);
+          }
+          ++step;
+          ++batchInEpoch;
+          const bool bySteps = cfg.checkpointSteps > 0 && step % cfg.checkpointSteps == 0;
+          if (bySteps || secondsSince(lastSave) >= cfg.checkpointMinutes * 60) {
+            saveCheckpoint();
+            lastSave = Clock::now();
+          }
         }
-        const int s = cfg.imageSize;
-        torch::Tensor x = hostToDevice(batch.pixels.data(), {batch.size, 3, s, s}, device);
-        x = normalizeInput(x, cfg.normalize);
-        FineTuneLoss loss;
-        {
-          AutocastGuard autocast(device, bf16);
-          const torch::Tensor e = model->forward(x);
-          const torch::Tensor eRot = model->forward(x.flip({2, 3}));
-          // The losses in fp32 whatever the forward ran in.
-          loss = fineTuneLoss(e.to(torch::kFloat32), eRot.to(torch::kFloat32));
-        }
-        opt.zero_grad();
-        loss.total.backward();
-        opt.step();
-        const int64_t done = batch.size + static_cast<int64_t>(batch.failures.size());
-        // Reading a loss synchronises with the GPU: on CUDA only every few steps.
-        if (!device.is_cuda() || step % 10 == 0 || loader.numBatches() * cfg.epochs <= step + 1) {
-          last[0] = loss.total.item<double>();
-          last[1] = loss.contrastive.item<double>();
-          last[2] = loss.orientation.item<double>();
-          if (!std::isfinite(last[0]))
-            throw Error("train: the loss became " + std::to_string(last[0]) + " at step " +
-                        std::to_string(step) + "; try a smaller --lr");
-          ctx.advance(done, {{"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]}},
-                      step);
-          const auto snap = ctx.snapshot();
-          log.appendLine(json{{"step", step}, {"epoch", epoch}, {"batch", batch.size},
-                              {"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]},
-                              {"images_per_s", snap.rate}, {"elapsed_s", snap.elapsed}}
-                             .dump());
-        } else {
-          ctx.advance(done);
-        }
-        ++step;
       }
+    } catch (const Cancelled&) {
+      // Ctrl-C or the app's Cancel: keep the work done so far for --resume.
+      if (step > firstStep) {
+        saveCheckpoint();
+        ctx.log("train: saved " + ckptPath + " at step " + std::to_string(step) +
+                "; continue with --resume");
+      }
+      throw;
     }
     ctx.checkStop();
     if (step == 0 && cfg.epochs > 0)
@@ -153,7 +283,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
 
     model->to(torch::kCPU);
     writeTorchCheckpoint(ws.backbonePath(), stateDictOf(*model));
-    const double secs = secondsSince(start);
+    const double secs = priorSeconds + secondsSince(start);
     ws.updateManifest([&](json& m) {
       m["data_root"] = data.root;
       m["data_layout"] = data.layout;
@@ -176,6 +306,10 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                                 " images, " + formatDuration(secs)}};
       if (m["stages"].contains("embed")) m["stages"]["embed"]["stale"] = true;
     });
+    std::error_code ec;
+    fs::remove(ckptPath, ec);  // the stage is done: nothing left to resume
+    fs::remove(notePath, ec);
+    fs::remove(ws.path("checkpoints"), ec);  // only when empty
     ctx.log("train: done in " + formatDuration(secs) + ", final loss " + std::to_string(last[0]) +
             "; wrote " + ws.backbonePath());
   });

@@ -1,6 +1,13 @@
 #include "workspace.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <map>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -18,8 +25,17 @@ namespace engine {
 namespace {
 std::mutex g_manifestMutex;  // serialises read-modify-write of manifests within this process
 
-json readManifest(const std::string& file) {
-  const std::string text = readFileText(file);
+json readManifest(const std::string& file) { return parseManifest(readFileText(file), file); }
+
+json freshManifest() {
+  return json{{"format", kManifestFormat},
+              {"saescope_version", SAESCOPE_VERSION},
+              {"created", isoNow()},
+              {"stages", json::object()}};
+}
+}  // namespace
+
+json parseManifest(const std::string& text, const std::string& file) {
   json m;
   try {
     m = json::parse(text);
@@ -48,13 +64,65 @@ json readManifest(const std::string& file) {
   return m;
 }
 
-json freshManifest() {
-  return json{{"format", kManifestFormat},
-              {"saescope_version", SAESCOPE_VERSION},
-              {"created", isoNow()},
-              {"stages", json::object()}};
+namespace {
+struct HeldLock {
+  int fd = -1;
+  int count = 0;
+};
+std::mutex g_lockMutex;
+std::map<std::string, HeldLock> g_heldLocks;  // canonical workspace dir → this process's lock
+
+std::string lockKey(const std::string& dir) {
+  std::error_code ec;
+  const fs::path canon = fs::weakly_canonical(fs::absolute(dir), ec);
+  return ec ? fs::absolute(dir).lexically_normal().string() : canon.string();
 }
 }  // namespace
+
+WorkspaceLock::WorkspaceLock(const std::string& dir, const std::string& what) : m_key(lockKey(dir)) {
+  std::lock_guard<std::mutex> guard(g_lockMutex);
+  auto it = g_heldLocks.find(m_key);
+  if (it != g_heldLocks.end()) {
+    ++it->second.count;
+    return;
+  }
+  const std::string file = (fs::path(m_key) / "saescope.lock").string();
+  const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw Error(file + ": cannot create the workspace lock (" + std::strerror(errno) +
+                "); check that the workspace folder is writable");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    std::string holder;
+    char buf[512];
+    const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    if (n > 0) holder.assign(buf, static_cast<size_t>(n));
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    ::close(fd);
+    if (err == EWOULDBLOCK)
+      throw Error(dir + " is in use by another saescope" +
+                  (holder.empty() ? std::string() : " (" + holder + ")") +
+                  "; wait for it to finish or stop it, then try again");
+    throw Error(file + ": cannot lock (" + std::strerror(err) + ")");
+  }
+  const std::string info =
+      "pid " + std::to_string(::getpid()) + ", " + what + ", since " + isoNow() + "\n";
+  if (::ftruncate(fd, 0) == 0) {
+    const ssize_t w = ::pwrite(fd, info.data(), info.size(), 0);
+    (void)w;  // the note is informational; the flock is the lock
+  }
+  g_heldLocks[m_key] = HeldLock{fd, 1};
+}
+
+WorkspaceLock::~WorkspaceLock() {
+  std::lock_guard<std::mutex> guard(g_lockMutex);
+  auto it = g_heldLocks.find(m_key);
+  if (it == g_heldLocks.end() || --it->second.count > 0) return;
+  if (::ftruncate(it->second.fd, 0) != 0) {
+  }
+  ::close(it->second.fd);  // releases the flock
+  g_heldLocks.erase(it);
+}
 
 std::string isoNow() {
   const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());

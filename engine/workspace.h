@@ -53,6 +53,28 @@ class Workspace {
   nlohmann::json m_manifest;
 };
 
+// Parses and checks manifest.json's text (what Workspace::open does with the file): a JSON object
+// with the documented key types, not from a newer format. Throws engine::Error "<name>: ...".
+nlohmann::json parseManifest(const std::string& text, const std::string& name);
+
+// The workspace's writer lock: one stage (train, embed, sae, import) writes a workspace at a time,
+// across processes (two app instances, the app and the CLI). An advisory flock on
+// dir/saescope.lock, released on destruction and by the kernel when the process dies (kill -9
+// leaves no stale lock). The file records who holds it (pid, what, since) for the error message.
+// Re-entrant within one process (a stage that runs another stage keeps the lock).
+// Throws engine::Error "WS is in use by ... (pid N, since T); wait for it to finish or stop it"
+// when another process holds it.
+class WorkspaceLock {
+ public:
+  WorkspaceLock(const std::string& dir, const std::string& what);
+  ~WorkspaceLock();
+  WorkspaceLock(const WorkspaceLock&) = delete;
+  WorkspaceLock& operator=(const WorkspaceLock&) = delete;
+
+ private:
+  std::string m_key;
+};
+
 // Writes images.txt (one relative path per line) atomically.
 void writeImageList(const std::string& path, const std::vector<std::string>& paths);
 // Reads images.txt; throws engine::Error naming the file when it cannot be read.

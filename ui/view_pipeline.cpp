@@ -340,6 +340,24 @@ void PipelineView::drawSettings() {
                "fp32 is the reference; bf16 is faster on recent CPUs and GPUs");
     ImGui::EndTable();
   }
+  // An interrupted fine-tuning run (killed, cancelled, crashed) left a checkpoint: offer to go on.
+  // (One stat per frame.)
+  if (app.ws && !app.pipeline.isBusy() &&
+      engine::fileExists(app.ws->path("checkpoints/train.json"))) {
+    ImGui::TextColored(ImVec4(0.95f, 0.75f, 0.3f, 1), "An interrupted fine-tuning run was saved.");
+    ImGui::SameLine();
+    if (ImGui::SmallButton("Resume fine-tuning")) {
+      engine::TrainConfig t;  // the settings come from the checkpoint
+      t.workspace = app.ws->dir();
+      t.run = app.runOpts;
+      t.resume = true;
+      app.pipeline.submit("train", [t](engine::JobContext& ctx) { engine::runTrain(t, ctx); });
+    }
+    app.hook("resume_train");
+    if (ImGui::IsItemHovered())
+      ImGui::SetTooltip("Continues from %s with the settings it was started with",
+                        app.ws->path("checkpoints/train.ckpt").c_str());
+  }
   if (stageHeader("embed", "2  Compute embeddings", "run_embed") && beginFields("embed", s)) {
     intField("Batch", "##ebatch", &app.embed.batch, 1, 65536, "images per forward pass");
     intField("Image size", "##esize", &app.embed.imageSize, 0, 1024,
