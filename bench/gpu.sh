@@ -16,7 +16,7 @@ t0=$(date +%s)
 cmake -S . -B build-gpu $gen -DCMAKE_BUILD_TYPE=Release -DSAESCOPE_GUI=OFF \
   -DCMAKE_PREFIX_PATH="$torch_prefix;$deps" -DSAESCOPE_PYTHON="$(command -v $py)" > build-gpu.log 2>&1 \
   || { tail -40 build-gpu.log; exit 1; }
-cmake --build build-gpu -j"$(nproc)" --target saescope test_gpu >> build-gpu.log 2>&1 \
+cmake --build build-gpu -j"$(nproc)" --target saescope test_gpu saescope_bench_loader >> build-gpu.log 2>&1 \
   || { grep -E "error|Error" build-gpu.log | head -40; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 LD_LIBRARY_PATH="$deps/lib:${LD_LIBRARY_PATH:-}"; export LD_LIBRARY_PATH
@@ -26,6 +26,8 @@ rm -rf "$work" && mkdir -p "$work"
 t0=$(date +%s)
 $bin demo-data --out "$work/data" --count "$n" --size 224 --format jpg 2>&1 | tail -1
 echo "demo-data: $n images at 224 px in $(( $(date +%s) - t0 )) s"
+echo; echo "data loader alone (decode + resize to 224, float CHW), $n JPEGs:"
+build-gpu/bench/saescope_bench_loader "$work/data" 224 256 "1,4,8,$(nproc)"
 rows=()
 for prec in fp32 bf16; do
   ws="$work/ws-$prec"

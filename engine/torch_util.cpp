@@ -164,6 +164,16 @@ AutocastGuard::~AutocastGuard() {
   at::autocast::clear_cache();
 }
 
+void toChannelsLast(torch::nn::Module& module) {
+  torch::NoGradGuard noGrad;
+  for (auto& p : module.parameters())
+    if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+}
+
+torch::Tensor toChannelsLast(const torch::Tensor& x) {
+  return x.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 torch::Tensor hostToDevice(float* data, at::IntArrayRef shape, const torch::Device& device) {
   const torch::Tensor host = torch::from_blob(data, shape, torch::kFloat32);
   if (device.is_cpu()) return host;

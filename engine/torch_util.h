@@ -43,6 +43,12 @@ class AutocastGuard {
   bool m_prev = false;
 };
 
+// Puts the module's 4-d parameters (convolution weights) in channels-last layout, the layout cuDNN's
+// fastest convolutions (tensor cores, bf16) want; inputs follow with toChannelsLast(x). The values,
+// names and saved form (stateDictOf copies to the standard layout) are unchanged.
+void toChannelsLast(torch::nn::Module& module);
+torch::Tensor toChannelsLast(const torch::Tensor& x);
+
 // Copies a host float buffer [shape] to `device`: through pinned memory with a non-blocking copy
 // on CUDA, a plain wrap-and-copy on the CPU.
 torch::Tensor hostToDevice(float* data, at::IntArrayRef shape, const torch::Device& device);
