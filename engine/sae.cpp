@@ -416,6 +416,7 @@ void runSae(const SaeConfig& cfg, JobContext& ctx) {
             log.appendLine(json{
                 {"step", step},
                 {"epoch", epoch},
+                {"elapsed_s", ctx.snapshot().elapsed},
                 {"loss", last[0]},
                 {"reconstruction", last[1]},
                 {"sparsity", last[2]},

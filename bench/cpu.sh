@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# saescope against the reference Python pipeline (bench/reference_pipeline.py: torch + torchvision
+# on the same Debian LibTorch) on this CPU, same images and settings, whole process timed (start-up,
+# data loading and writing included), peak memory (max RSS) for each. Prints one Markdown table.
+# Run it on an idle machine: other load makes both sides slow and the ratio noisy.
+#   usage: bash bench/cpu.sh        (after scripts/build.sh)
+#   env:   BENCH_IMAGES (64 px images, default 2000), BENCH_IMAGES_224 (default 256),
+#          BENCH_THREADS (default: all cores), REF_WORKERS (DataLoader workers, default 0),
+#          BENCH_SAE_ROWS (default 202599), BENCH_DIR (default /tmp/saescope-cpu-bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${SAESCOPE_BIN:-$(pwd)/build/app/saescope}
+py=/usr/bin/python3
+ref=$(pwd)/bench/reference_pipeline.py
+n64=${BENCH_IMAGES:-2000}
+n224=${BENCH_IMAGES_224:-256}
+threads=${BENCH_THREADS:-$(nproc)}
+workers=${REF_WORKERS:-0}
+rows=${BENCH_SAE_ROWS:-202599}
+work=${BENCH_DIR:-/tmp/saescope-cpu-bench}
+[ -x "$bin" ] || { echo "bench/cpu.sh: $bin missing; run scripts/build.sh first" >&2; exit 1; }
+rm -rf "$work" && mkdir -p "$work"
+
+# timed NAME CMD...: runs CMD, records "NAME wall_s max_rss_MiB" in $work/times.
+timed() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$work/t.$name" "$@" > "$work/out.$name" 2>&1 \
+    || { echo "bench/cpu.sh: $name failed:" >&2; tail -5 "$work/out.$name" >&2; exit 1; }
+  read -r wall rss < "$work/t.$name"
+  echo "$name $wall $((rss / 1024))" >> "$work/times"
+}
+get() { awk -v n="$1" '$1 == n {print $'"$2"'}' "$work/times"; }
+
+for spec in "64:$n64:png:32:128" "224:$n224:jpg:32:128"; do
+  IFS=: read -r size count fmt tbatch ebatch <<< "$spec"
+  data="$work/data$size"
+  "$bin" demo-data --out "$data" --count "$count" --size "$size" --format "$fmt" > /dev/null 2>&1
+  folder="$data/img_align_celeba"
+  timed "ref-train-$size" $py "$ref" train "$folder" "$size" "$tbatch" "$threads" "$workers"
+  timed "our-train-$size" "$bin" train --data "$data" --workspace "$work/ws$size" \
+    --image-size "$size" --batch "$tbatch" --threads "$threads" --weights none
+  timed "ref-embed-$size" $py "$ref" embed "$folder" "$size" "$ebatch" "$threads" "$workers"
+  timed "our-embed-$size" "$bin" embed --workspace "$work/ws$size" --batch "$ebatch" \
+    --threads "$threads"
+  echo "$size $count" >> "$work/counts"
+done
+
+# SAE at CelebA scale: $rows random 512-d vectors (the SAE sees only their directions).
+sae="$work/ws-sae"; mkdir -p "$sae"
+$py -c "import numpy as np; np.save('$sae/embeddings.npy', np.random.default_rng(0).standard_normal(($rows, 512), dtype=np.float32))"
+timed ref-sae $py "$ref" sae "$sae/embeddings.npy" "$threads"
+timed our-sae "$bin" sae --workspace "$sae" --epochs 1 --threads "$threads"
+ref_epoch=$($py -c "import json; print(round(json.loads(open('$work/out.ref-sae').read().splitlines()[-1])['epoch_seconds'], 2))")
+our_epoch=$($py -c "
+import json
+last = [json.loads(l) for l in open('$sae/logs/sae.jsonl')][-1]
+print(round(last['elapsed_s'], 2))")
+# Top-16 of every feature: the reference (512 features, materialises N x F) and saescope's
+# feature index (4096 features, chunked) built by `sae --use`.
+timed ref-topk $py "$ref" topk "$sae/embeddings.npy" "$sae/sae.pt" "$threads"
+ref_topk=$($py -c "import json; print(round(json.loads(open('$work/out.ref-topk').read().splitlines()[-1])['topk_seconds'], 2))")
+"$bin" sae --workspace "$sae" --variant topk --features 4096 --steps 3 --batch 4096 \
+  --name wide --threads "$threads" > /dev/null 2>&1
+timed our-index-512 "$bin" sae --workspace "$sae" --use seed-f512-l0.1-s0 --threads "$threads"
+timed our-index-4096 "$bin" sae --workspace "$sae" --use wide --threads "$threads"
+
+echo
+echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores of $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
+  "$threads threads, torch $($py -c 'import torch; print(torch.__version__)'), reference DataLoader workers: $workers"
+echo
+echo "| stage | images | reference s | reference images/s | reference peak MiB | saescope s | saescope images/s | saescope peak MiB | speed-up |"
+echo "|---|---|---|---|---|---|---|---|---|"
+while read -r size count; do
+  for st in train embed; do
+    r=$(get "ref-$st-$size" 2); o=$(get "our-$st-$size" 2)
+    awk -v st="$st" -v size="$size" -v n="$count" -v r="$r" -v o="$o" -v rm="$(get "ref-$st-$size" 3)" \
+        -v om="$(get "our-$st-$size" 3)" 'BEGIN {
+      printf "| %s %s px | %d | %.1f | %.1f | %d | %.1f | %.1f | %d | %.2fx |\n", st, size, n, r, n / r, rm, o, n / o, om, r / o }'
+  done
+done < "$work/counts"
+echo
+echo "| SAE, reference loss, $rows x 512, 512 features, batch 512 | reference | saescope |"
+echo "|---|---|---|"
+echo "| one epoch (training loop) | $ref_epoch s | $our_epoch s |"
+echo "| whole command (load, train, evaluate, write, index) | $(get ref-sae 2) s | $(get our-sae 2) s |"
+echo "| peak memory | $(get ref-sae 3) MiB | $(get our-sae 3) MiB |"
+echo
+echo "| top-16 of every feature over $rows rows | seconds | peak MiB |"
+echo "|---|---|---|"
+echo "| reference, 512 features (torch.topk on N x F) | $ref_topk (topk alone) / $(get ref-topk 2) whole | $(get ref-topk 3) |"
+echo "| saescope index, 512 features (top-64, both kinds, both rules, stats) | $(get our-index-512 2) whole command | $(get our-index-512 3) |"
+echo "| saescope index, 4096 features | $(get our-index-4096 2) whole command | $(get our-index-4096 3) |"

@@ -1,0 +1,122 @@
+"""The reference Python pipeline (torch + torchvision, as the reference notebook does it), timed
+for bench/cpu.sh. Each mode prints one JSON line with its timings; the caller measures the whole
+process too (imports and data loading included).
+
+usage: reference_pipeline.py train DATA SIZE BATCH THREADS WORKERS
+       reference_pipeline.py embed DATA SIZE BATCH THREADS WORKERS
+       reference_pipeline.py sae   EMBEDDINGS.npy THREADS            (one epoch, reference loss)
+       reference_pipeline.py topk  EMBEDDINGS.npy SAE.pt THREADS      (top-16 of every feature)
+"""
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision import transforms
+
+
+def loader(data, size, batch, workers, shuffle):
+    tf = transforms.Compose([transforms.ToTensor(),
+                             transforms.Resize((size, size), antialias=True)])
+    ds = torchvision.datasets.ImageFolder(data, transform=tf)
+    return ds, torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=shuffle,
+                                           num_workers=workers)
+
+
+def backbone():
+    m = torchvision.models.resnet18(weights=None)
+    m.fc = torch.nn.Identity()
+    return m
+
+
+def train(data, size, batch, threads, workers):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ds, dl = loader(data, size, batch, workers, True)
+    model = backbone().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    t0 = time.time()
+    for x, _ in dl:
+        e = model(x)
+        e_rot = model(torch.rot90(x, 2, (2, 3)))
+        loss = F.cross_entropy(e @ e.T, torch.arange(len(x))) + F.mse_loss(e, -e_rot)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s = time.time() - t0
+    return {"images": len(ds), "loop_seconds": s, "loop_images_per_s": len(ds) / s}
+
+
+def embed(data, size, batch, threads, workers):
+    torch.set_num_threads(threads)
+    ds, dl = loader(data, size, batch, workers, False)
+    model = backbone().eval()
+    out = []
+    t0 = time.time()
+    with torch.no_grad():
+        for x, _ in dl:
+            out.append(model(x))
+    np.save("/tmp/reference_embeddings.npy", torch.cat(out).numpy())
+    s = time.time() - t0
+    return {"images": len(ds), "loop_seconds": s, "loop_images_per_s": len(ds) / s}
+
+
+class SAE(torch.nn.Module):
+    def __init__(self, d, f):
+        super().__init__()
+        self.weight_encoder = torch.nn.Parameter(torch.randn(d, f))
+        self.weight_decoder = torch.nn.Parameter(torch.randn(f, d))
+        self.bias_encoder = torch.nn.Parameter(torch.zeros(f))
+        self.bias_decoder = torch.nn.Parameter(torch.zeros(d))
+
+    def forward(self, x):
+        f = F.relu((x - self.bias_decoder) @ self.weight_encoder + self.bias_encoder)
+        return f, f @ self.weight_decoder + self.bias_decoder
+
+
+def sae(path, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x = F.normalize(torch.from_numpy(np.load(path)), dim=1)
+    model = SAE(x.shape[1], 512)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5, weight_decay=1e-4)
+    t0 = time.time()
+    for idx in torch.randperm(len(x)).split(512):
+        xb = x[idx]
+        f, x_hat = model(xb)
+        loss = (xb - x_hat).norm() + 0.1 * f.abs().sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {"vectors": len(x), "epoch_seconds": time.time() - t0}
+
+
+def topk(path, sae_path, threads):
+    torch.set_num_threads(threads)
+    x = F.normalize(torch.from_numpy(np.load(path)), dim=1)
+    sd = torch.load(sae_path)
+    t0 = time.time()
+    with torch.no_grad():
+        f = F.relu((x - sd["bias_decoder"]) @ sd["weight_encoder"] + sd["bias_encoder"])
+        top = torch.topk(F.normalize(f, dim=1), 16, dim=0).indices
+    return {"features": f.shape[1], "rows": len(x), "topk_seconds": time.time() - t0,
+            "top_shape": list(top.shape)}
+
+
+def main():
+    mode, args = sys.argv[1], sys.argv[2:]
+    if mode in ("train", "embed"):
+        data, size, batch, threads, workers = args[0], *map(int, args[1:5])
+        r = (train if mode == "train" else embed)(data, size, batch, threads, workers)
+    elif mode == "sae":
+        r = sae(args[0], int(args[1]))
+    else:
+        r = topk(args[0], args[1], int(args[2]))
+    print(json.dumps({"mode": mode, "torch": torch.__version__, **r}))
+
+
+if __name__ == "__main__":
+    main()
