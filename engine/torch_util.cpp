@@ -5,6 +5,8 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -72,6 +74,12 @@ torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
   const int threads = run.threads > 0 ? run.threads : cores;
   at::set_num_threads(threads);
+  // LibTorch's BLAS calls (the SAE's matmuls) run on OpenBLAS's own thread pool when Debian's
+  // libblas.so.3 is OpenBLAS: give it the same count, so --threads N means N busy cores and not
+  // N + nproc. Looked up at run time: whatever libblas.so.3 is installed, this binary still runs.
+  using SetThreads = void (*)(int);
+  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    f(threads);
   std::string dev = run.device.empty() ? "auto" : run.device;
   torch::Device device(torch::kCPU);
   if (dev == "auto") {

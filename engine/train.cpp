@@ -151,11 +151,12 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
               "torch's hub cache; pass torchvision's resnet18 checkpoint to start from ImageNet)");
     }
     model->to(device);
-    // Channels-last on CUDA: cuDNN's fastest convolutions. The CPU keeps the reference layout.
-    const bool channelsLast = device.is_cuda();
+    // Channels-last on CUDA (cuDNN's fastest convolutions) and for bf16 on the CPU (oneDNN's);
+    // fp32 on the CPU keeps the reference layout.
+    const bool bf16 = cfg.precision == "bf16";
+    const bool channelsLast = device.is_cuda() || bf16;
     if (channelsLast) toChannelsLast(*model);
     model->train();
-    const bool bf16 = cfg.precision == "bf16";
     torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(cfg.lr));
 
     std::vector<std::pair<int64_t, std::string>> skipped;
@@ -347,7 +348,8 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
     loadStateDict(*model, readTensorFile(ws.backbonePath()), ws.backbonePath());
     const bool bf16 = cfg.precision == "bf16";
     model->to(device, bf16 ? torch::kBFloat16 : torch::kFloat32);
-    if (device.is_cuda()) toChannelsLast(*model);
+    const bool channelsLast = device.is_cuda() || bf16;
+    if (channelsLast) toChannelsLast(*model);
     model->eval();
     torch::InferenceMode inference;
 
@@ -374,7 +376,7 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
             hostToDevice(batch.pixels.data(), {batch.size, 3, imageSize, imageSize}, device);
         x = normalizeInput(x, normalize);
         if (bf16) x = x.to(torch::kBFloat16);
-        if (device.is_cuda()) x = toChannelsLast(x);
+        if (channelsLast) x = toChannelsLast(x);
         const torch::Tensor e = model->forward(x).to(torch::kCPU, torch::kFloat32).contiguous();
         const float* p = e.data_ptr<float>();
         out.insert(out.end(), p, p + e.numel());
