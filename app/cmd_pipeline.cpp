@@ -67,7 +67,7 @@ static void saeFlags(Command& cmd, engine::SaeConfig& s, bool prefixed, std::str
           "SAE variant (seed: the reference; put it first: it sets the other defaults)")
       .str(p + "name", "NAME", &s.name, "run name (saes/NAME.pt; default: from the settings)")
       .integer("--features", &s.features, "SAE features (dictionary size)")
-      .integer(p + "epochs", &s.epochs, "SAE epochs (when --steps is 0)")
+      .integer(p + "epochs", &s.epochs, "SAE epochs (when " + p + "steps is 0)")
       .integer(p + "steps", &s.steps, "SAE optimiser steps (0: from epochs)")
       .integer(p + "batch", &s.batch, "SAE batch size")
       .real(p + "lr", &s.lr, "SAE Adam learning rate (0: 2e-4·sqrt(16384/features))")

@@ -107,6 +107,19 @@ class Command {
     return true;
   }
 
+  // A flag named in the usage line outside [...] must be given.
+  bool requiredInUsage(const std::string& flag) const {
+    int depth = 0;
+    for (size_t i = 0; i < m_usage.size(); ++i) {
+      if (m_usage[i] == '[' || m_usage[i] == '(') ++depth;  // optional, or one of several
+      if (m_usage[i] == ']' || m_usage[i] == ')') --depth;
+      if (depth == 0 && m_usage.compare(i, flag.size(), flag) == 0 &&
+          (i + flag.size() == m_usage.size() || m_usage[i + flag.size()] == ' '))
+        return true;
+    }
+    return false;
+  }
+
   void printHelp() const {
     std::printf("usage: saescope %s %s\n\n%s\n\noptions:\n", m_name.c_str(), m_usage.c_str(),
                 m_summary.c_str());
@@ -116,8 +129,15 @@ class Command {
         left.resize(30, ' ');
       else
         left += "  ";
-      std::string def = f.meta.empty() || f.def.empty() ? "" : " (default: " + f.def + ")";
-      if (!f.meta.empty() && f.def.empty()) def = "";
+      std::string def;
+      if (requiredInUsage(f.name))
+        def = " (required)";
+      else if (f.meta.empty())
+        def = " (default: off)";
+      else if (f.def.empty() || f.def == "-1")  // -1: "not given" for ids
+        def = f.help.find("default") == std::string::npos ? " (default: none)" : "";
+      else
+        def = " (default: " + f.def + ")";
       std::printf("%s%s%s\n", left.c_str(), f.help.c_str(), def.c_str());
     }
     std::printf("  %-28s%s\n", "--help", "show this help");

@@ -2,6 +2,7 @@
 
 usage: test_cli.py pipeline SAESCOPE_BINARY DIR   demo data + `saescope run` into DIR/ws (fixture)
        test_cli.py errors   SAESCOPE_BINARY DIR   user mistakes: one clear line, right exit code
+       test_cli.py sweep    SAESCOPE_BINARY DIR   an SAE sweep on a copy of DIR/ws
 """
 import json
 import os
@@ -229,9 +230,44 @@ def bad_images(binary, d):
     check(p.returncode == 0 and json.loads(p.stdout)["images"], "topk with a relative workspace path")
 
 
+def sweep(binary, d):
+    """`sae --sweep-k --sweep-seeds`: one SAE per (k, seed), each kept with held-out metrics, a
+    table of all of them, the last one current; `--use` switches; L0 grows with k."""
+    ws = os.path.join(d, "sweep-ws")
+    shutil.rmtree(ws, ignore_errors=True)
+    shutil.copytree(os.path.join(d, "ws"), ws)
+    p = run(binary, "sae", "--workspace", ws, "--variant", "topk", "--features", "64", "--steps", "40",
+            "--batch", "64", "--sweep-k", "2,8", "--sweep-seeds", "0,1")
+    check(p.returncode == 0, f"sweep failed: {p.stderr[-1500:]}")
+    names = [f"topk-f64-k{k}-s{s}" for k in (2, 8) for s in (0, 1)]
+    table = [l.split() for l in p.stdout.splitlines()]
+    check([r[0] for r in table[1:]] == names, f"sweep table rows: {p.stdout}")
+    m = json.load(open(os.path.join(ws, "manifest.json")))
+    for n in names:
+        check(os.path.exists(os.path.join(ws, "saes", n + ".pt")), f"saes/{n}.pt missing")
+        met = m.get("sae_runs", {}).get(n, {}).get("metrics", {})
+        check(0 <= met.get("dead_fraction", -1) <= 1 and "explained_variance" in met,
+              f"{n}: metrics {met}")
+    check(m.get("current_sae") == names[-1], f"current SAE {m.get('current_sae')}")
+    l0 = {r[0]: float(r[1]) for r in table[1:] if len(r) == 4}
+    if len(l0) == 4:
+        check(max(l0[n] for n in names[:2]) < min(l0[n] for n in names[2:]),
+              f"L0 does not grow with k: {l0}")
+        # The table is the manifest's held-out metrics.
+        check(abs(l0[names[0]] - m["sae_runs"][names[0]]["metrics"]["l0"]) < 0.01, "table vs manifest")
+    p = run(binary, "sae", "--workspace", ws, "--use", names[0])
+    check(p.returncode == 0, f"--use: {p.stderr[-500:]}")
+    m = json.load(open(os.path.join(ws, "manifest.json")))
+    check(m.get("current_sae") == names[0], "--use did not switch the current SAE")
+    a = open(os.path.join(ws, "sae.pt"), "rb").read()
+    check(a == open(os.path.join(ws, "saes", names[0] + ".pt"), "rb").read(), "sae.pt is not the chosen SAE")
+    p = run(binary, "sae", "--workspace", ws, "--use", "nope")
+    check(p.returncode != 0 and "nope" in p.stderr, f"--use of an unknown SAE: {p.stderr}")
+
+
 if __name__ == "__main__":
     mode, binary, d = sys.argv[1:4]
-    {"pipeline": pipeline, "errors": errors, "bad-images": bad_images}[mode](binary, d)
+    {"pipeline": pipeline, "errors": errors, "bad-images": bad_images, "sweep": sweep}[mode](binary, d)
     if FAILURES:
         print(f"{len(FAILURES)} check(s) failed")
         sys.exit(1)
