@@ -13,9 +13,6 @@
 namespace engine {
 
 namespace {
-// Larger images are refused rather than risking a multi-gigabyte allocation.
-constexpr int64_t kMaxPixels = int64_t(1) << 28;
-
 // Weights of the antialiased triangle filter for resampling `in` samples to `out`: output i
 // reads inputs [first[i], first[i] + count[i]) with weights w[i * maxTaps + t].
 struct Taps {
@@ -79,6 +76,88 @@ void resizePlanar(const float* src, int c, int h, int w, float* dst, int oh, int
   }
 }
 
+// The formats decodeImage() promises, by their signatures. stb_image also reads GIF, PSD, PIC, TGA
+// and HDR, whose decoders are its least tested code (TGA has no signature at all): those are
+// refused rather than handed to stb.
+bool knownImageSignature(const uint8_t* d, size_t n) {
+  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
+  if (n >= 3 && d[0] == 0xff && d[1] == 0xd8 && d[2] == 0xff) return true;  // JPEG
+  if (n >= 8 && std::memcmp(d, kPng, 8) == 0) return true;
+  if (n >= 2 && d[0] == 'B' && d[1] == 'M') return true;
+  return n >= 2 && d[0] == 'P' && (d[1] == '5' || d[1] == '6');  // binary PGM, PPM
+}
+
+// stb_image 2.27 (Debian 12's libstb) builds a JPEG Huffman table without checking that its 16
+// code-length counts add up to at most 256, and writes that many entries into 256-entry arrays
+// (found by tests/fuzz/fuzz_image). Walks the JPEG's segments as stb does and returns false when a
+// DHT segment holds such a table. Entropy-coded data is stepped over byte by byte (0xff00 is a
+// stuffed byte, 0xffd0-d7 restart markers), so the tables between progressive scans are seen too.
+bool jpegHuffmanTablesFit(const uint8_t* d, size_t n) {
+  auto at = [&](size_t i) -> size_t { return i < n ? d[i] : 0; };  // stb reads 0 past the end
+  size_t i = 2;                                                    // after SOI
+  while (i + 1 < n) {
+    const size_t m = d[i + 1];
+    if (d[i] != 0xff || m == 0xff) {  // entropy-coded data or a fill byte
+      ++i;
+      continue;
+    }
+    if (m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd8)) {  // stuffed byte, TEM, RSTn, SOI
+      i += 2;
+      continue;
+    }
+    if (m == 0xd9) return true;  // EOI
+    const size_t len = at(i + 2) << 8 | at(i + 3);
+    if (m == 0xc4) {
+      // As stb: tables follow one another while the segment has bytes left; each is a class/id
+      // byte, 16 counts and as many symbols as the counts add up to.
+      for (size_t p = i + 4; p < i + 2 + len;) {
+        size_t codes = 0;
+        for (size_t k = 1; k <= 16; ++k) codes += at(p + k);
+        if (codes > 256) return false;
+        p += 17 + codes;
+      }
+    }
+    i += 2 + len;
+  }
+  return true;
+}
+
+// stb_image grows its buffer for a PNG's IDAT chunk to the chunk's declared length before it reads
+// the data, so a few corrupt bytes make it allocate up to 2 GiB (found by tests/fuzz/fuzz_image).
+// Returns false when a chunk before IEND declares more data than the file holds; stb fails on
+// such a file anyway, after that allocation.
+bool pngChunksFit(const uint8_t* d, size_t n) {
+  size_t pos = 8;  // after the signature
+  while (n - pos >= 8) {
+    const size_t len = size_t(d[pos]) << 24 | size_t(d[pos + 1]) << 16 | size_t(d[pos + 2]) << 8 |
+                       size_t(d[pos + 3]);
+    if (std::memcmp(d + pos + 4, "IEND", 4) == 0) return true;
+    if (len > n - pos - 8) return false;
+    pos += 8 + len + std::min<size_t>(4, n - pos - 8 - len);  // data, then the CRC
+  }
+  return true;
+}
+
+// stb_image 2.27 reads a PGM/PPM header's width, height and maximum value into an int with no
+// overflow check (undefined behaviour; found by tests/fuzz/fuzz_image). Returns false when one of
+// them, read as stb reads them (whitespace and # comments between), has more than 9 digits: such
+// an image would be refused as too large anyway.
+bool pnmHeaderNumbersFit(const uint8_t* d, size_t n) {
+  auto space = [](uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+  size_t i = 2;  // after "P5" or "P6"
+  for (int field = 0; field < 3; ++field) {
+    for (;;) {
+      while (i < n && space(d[i])) ++i;
+      if (i >= n || d[i] != '#') break;
+      while (i < n && d[i] != '\n' && d[i] != '\r') ++i;
+    }
+    size_t digits = 0;
+    for (; i < n && d[i] >= '0' && d[i] <= '9'; ++i) ++digits;
+    if (digits > 9) return false;
+  }
+  return true;
+}
+
 void appendToVector(void* ctx, void* data, int size) {
   auto* v = static_cast<std::vector<uint8_t>*>(ctx);
   const auto* p = static_cast<const uint8_t*>(data);
@@ -86,27 +165,52 @@ void appendToVector(void* ctx, void* data, int size) {
 }
 }  // namespace
 
-Image decodeImageMemory(const uint8_t* data, size_t size, const std::string& what) {
+Image decodeImageMemory(const uint8_t* data, size_t size, const std::string& what,
+                        int64_t maxPixels) {
   if (size == 0) throw Error(what + ": empty file");
   if (size > static_cast<size_t>(INT32_MAX)) throw Error(what + ": file too large to decode");
+  if (!knownImageSignature(data, size))
+    throw Error(what + ": not a readable image (not a JPEG, PNG, BMP, PPM or PGM file)");
+  if (data[0] == 0xff && !jpegHuffmanTablesFit(data, size))
+    throw Error(what + ": not a readable image (corrupt JPEG: a Huffman table has over 256 codes)");
+  if (data[0] == 0x89 && !pngChunksFit(data, size))
+    throw Error(what +
+                ": not a readable image (truncated PNG: a chunk runs past the end of the file)");
+  if (data[0] == 'P' && !pnmHeaderNumbersFit(data, size))
+    throw Error(what + ": not a readable image (corrupt PPM/PGM header: a number is too large)");
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, static_cast<int>(size), &w, &h, &comp)) {
     const char* why = stbi_failure_reason();
     throw Error(what + ": not a readable image (" + (why ? why : "unknown format") + ")");
   }
-  if (w <= 0 || h <= 0 || static_cast<int64_t>(w) * h > kMaxPixels)
+  if (w <= 0 || h <= 0 || static_cast<int64_t>(w) * h > std::min(maxPixels, kMaxImagePixels))
     throw Error(what + ": image of " + std::to_string(w) + "x" + std::to_string(h) +
                 " pixels is too large");
-  unsigned char* px = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &comp, 3);
+  // Decoded with its own channel count and converted to RGB here: asked for 3 channels, stb 2.27
+  // runs its 8-bit converter on a 16-bit PGM and then reads past that buffer (found by
+  // tests/fuzz/fuzz_image). The conversion is stb's: grey is copied to R, G and B, alpha dropped.
+  unsigned char* px = stbi_load_from_memory(data, static_cast<int>(size), &w, &h, &comp, 0);
   if (!px) {
     const char* why = stbi_failure_reason();
     throw Error(what + ": cannot decode image (" + (why ? why : "corrupt data") + ")");
+  }
+  if (comp < 1 || comp > 4) {
+    stbi_image_free(px);
+    throw Error(what + ": cannot decode image (" + std::to_string(comp) + " channels)");
   }
   Image img;
   img.width = w;
   img.height = h;
   img.channels = 3;
-  img.pixels.assign(px, px + static_cast<size_t>(w) * h * 3);
+  const size_t count = static_cast<size_t>(w) * h;
+  img.pixels.resize(count * 3);
+  for (size_t i = 0; i < count; ++i) {
+    const uint8_t* in = px + i * comp;
+    uint8_t* out = &img.pixels[i * 3];
+    out[0] = in[0];
+    out[1] = in[comp >= 3 ? 1 : 0];
+    out[2] = in[comp >= 3 ? 2 : 0];
+  }
   stbi_image_free(px);
   return img;
 }

@@ -19,8 +19,12 @@ struct Image {
 // Decodes a JPEG/PNG/BMP/PPM/PGM file to RGB (grey and alpha are converted; 16-bit PNGs are
 // reduced to 8 bits). Throws engine::Error "<path>: <reason>" when it cannot be decoded.
 Image decodeImage(const std::string& path);
-// Same, from bytes in memory; `what` names the source in errors.
-Image decodeImageMemory(const uint8_t* data, size_t size, const std::string& what);
+// Larger images are refused (kMaxImagePixels * 3 bytes is already 768 MiB).
+constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
+// Same, from bytes in memory; `what` names the source in errors. `maxPixels` lowers the size limit
+// (the fuzzer uses it: a 100-byte BMP may declare 14 million pixels, each decoded as zeros).
+Image decodeImageMemory(const uint8_t* data, size_t size, const std::string& what,
+                        int64_t maxPixels = kMaxImagePixels);
 
 // Bilinear resize with a triangle filter widened by the scale factor when shrinking (the
 // antialiased bilinear of torchvision/PIL); align_corners = false. Any channel count.

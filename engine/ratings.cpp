@@ -130,7 +130,11 @@ Rating ratingFromJson(const nlohmann::json& j) {
 }
 
 std::vector<Rating> readRatingsFile(const std::string& path, std::vector<std::string>* warnings) {
-  const std::string text = readFileText(path);
+  return parseRatings(readFileText(path), path, warnings);
+}
+
+std::vector<Rating> parseRatings(const std::string& text, const std::string& path,
+                                 std::vector<std::string>* warnings) {
   std::vector<Rating> out;
   size_t pos = 0;
   int64_t lineNo = 0;
@@ -154,6 +158,9 @@ std::vector<Rating> readRatingsFile(const std::string& path, std::vector<std::st
         break;
       }
       throw Error(where + parseErrorText(e));
+    } catch (const nlohmann::json::exception&) {
+      // out_of_range: a number beyond double's range, e.g. 1e999 (found by tests/fuzz).
+      throw Error(where + "not valid JSON (a number is out of range)");
     }
     try {
       out.push_back(ratingFromJson(j));

@@ -47,6 +47,9 @@ Rating ratingFromJson(const nlohmann::json& j);
 // is appended to `warnings` when given. A missing or unreadable file throws engine::Error.
 std::vector<Rating> readRatingsFile(const std::string& path,
                                     std::vector<std::string>* warnings = nullptr);
+// readRatingsFile() on the file's text; `name` stands for the file in errors and warnings.
+std::vector<Rating> parseRatings(const std::string& text, const std::string& name,
+                                 std::vector<std::string>* warnings = nullptr);
 
 // All ratings of all files, in order (file by file, line by line).
 std::vector<Rating> readRatingsFiles(const std::vector<std::string>& paths,

@@ -7,8 +7,9 @@ packages=(
   libtorch-dev libopenblas0-pthread          # LibTorch 1.13 (CPU); OpenBLAS instead of the slow reference BLAS
   libglfw3-dev libimgui-dev libgl-dev libepoxy-dev fonts-dejavu-core
   libstb-dev nlohmann-json3-dev doctest-dev libboost-math-dev
-  xvfb xauth                                 # GUI tests and screenshots
+  xvfb xauth x11-xserver-utils              # GUI tests and screenshots (xrdb sets Xft.dpi for HiDPI)
   python3 python3-torch python3-torchvision python3-scipy python3-pandas python3-numpy python3-pil
+  clang libclang-rt-14-dev llvm              # libFuzzer targets (scripts/fuzz.sh), llvm-symbolizer
 )
 missing=()
 for p in "${packages[@]}"; do

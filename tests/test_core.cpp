@@ -188,6 +188,30 @@ TEST_CASE("decodeImage converts grey and alpha to RGB and rejects what is not an
                        engine::Error);
   std::ofstream(dir.str("z.png")).close();
   CHECK_THROWS_WITH_AS(engine::decodeImage(dir.str("z.png")), doctest::Contains("empty file"), engine::Error);
+  // GIF, TGA, PSD... are not handed to stb; a JPEG whose Huffman table has over 256 codes (stb 2.27
+  // writes past its tables, found by tests/fuzz/fuzz_image) is refused.
+  std::ofstream(dir.str("g.png")) << "GIF89a\x01\x00\x01\x00";
+  CHECK_THROWS_WITH_AS(engine::decodeImage(dir.str("g.png")), doctest::Contains("not a JPEG, PNG"),
+                       engine::Error);
+  CHECK_THROWS_WITH_AS(
+      engine::decodeImage(SAESCOPE_TEST_DIR "/fuzz/corpus/fuzz_image/jpeg_dht_over_256_codes.jpg"),
+      doctest::Contains("over 256 codes"), engine::Error);
+  // A PNG chunk longer than the file: refused before stb allocates that length.
+  CHECK_THROWS_WITH_AS(
+      engine::decodeImage(SAESCOPE_TEST_DIR "/fuzz/corpus/fuzz_image/png_idat_length_2gib.png"),
+      doctest::Contains("truncated PNG"), engine::Error);
+  // A 16-bit PGM (stb 2.27 overran its buffer converting one to RGB) decodes to grey. Which byte
+  // of each sample stb 2.27 keeps depends on the host's byte order (it does not swap), so only the
+  // shape is checked.
+  std::ofstream(dir.str("g16.pgm"), std::ios::binary) << "P5 2 1 65535\n\x12\x34\xab\xcd";
+  const engine::Image g16 = engine::decodeImage(dir.str("g16.pgm"));
+  REQUIRE(g16.pixels.size() == 6);
+  CHECK((g16.pixels[0] == g16.pixels[1] && g16.pixels[1] == g16.pixels[2]));
+  CHECK((g16.pixels[3] == g16.pixels[4] && g16.pixels[4] == g16.pixels[5]));
+  CHECK(g16.pixels[0] != g16.pixels[3]);
+  std::ofstream(dir.str("w.ppm")) << "P6 1111111111 3 255\n";  // stb's int would overflow
+  CHECK_THROWS_WITH_AS(engine::decodeImage(dir.str("w.ppm")), doctest::Contains("too large"),
+                       engine::Error);
 }
 
 TEST_CASE("BatchLoader yields every row once, in order or shuffled, skipping unreadable files") {

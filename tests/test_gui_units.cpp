@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <future>
 #include <chrono>
 #include <thread>
 
@@ -96,9 +97,15 @@ TEST_SUITE("gui") {
   TEST_CASE("JobRunner: a failed job reports its message and drops the jobs behind it") {
     JobRunner r;
     std::atomic<bool> ran{false};
-    const auto bad =
-        r.submit("bad", [](engine::JobContext&) { throw engine::Error("data: no images in /x"); });
+    // "bad" fails only once "after" is queued behind it (else "after" would simply run next).
+    std::promise<void> queued;
+    std::shared_future<void> isQueued = queued.get_future().share();
+    const auto bad = r.submit("bad", [isQueued](engine::JobContext&) {
+      isQueued.wait();
+      throw engine::Error("data: no images in /x");
+    });
     const auto after = r.submit("after", [&](engine::JobContext&) { ran = true; });
+    queued.set_value();
     REQUIRE(r.waitIdle(20));
     CHECK(r.stateOf(bad) == JobRunner::State::Failed);
     CHECK(r.stateOf(after) == JobRunner::State::Cancelled);

@@ -556,6 +556,8 @@ TEST_SUITE("ratings") {
         {R"({"session":"s","rater":"r","trial":1,"kind":"dense","feature":1,"rating":3)",
          "not valid JSON"},
         {R"([1,2,3])", "JSON object"},
+        {R"({"session":"s","rater":"r","trial":1,"kind":"dense","feature":1,"rating":3,"x":1e999})",
+         "out of range"},  // nlohmann's out_of_range, found by tests/fuzz/fuzz_ratings
     };
     for (const auto& b : bads) {
       // Line 3 (after a blank line), followed by a good line so it is not the last line.
