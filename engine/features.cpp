@@ -8,11 +8,12 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <queue>
-
 #include <nlohmann/json.hpp>
+#include <queue>
+#include <tuple>
 
 #include "checkpoint.h"
+#include "dataset.h"
 #include "error.h"
 #include "fsutil.h"
 #include "npy.h"
@@ -44,6 +45,23 @@ RankRule parseRank(const std::string& s, const std::string& flag) {
 namespace {
 
 constexpr int64_t kChunk = 4096;
+
+struct FileStamp {
+  int64_t size = -1, mtimeNs = 0;
+};
+FileStamp stampOf(const std::string& path) {
+  struct stat st {};
+  FileStamp s;
+  if (::stat(path.c_str(), &st) == 0) {
+    s.size = st.st_size;
+    s.mtimeNs = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  }
+  return s;
+}
+json stampJson(const std::string& path) {
+  const FileStamp s = stampOf(path);
+  return {{"size", s.size}, {"mtime_ns", s.mtimeNs}};
+}
 
 // Keeps the k best (score desc, index asc) of a stream whose indices only grow.
 class TopKeeper {
@@ -126,10 +144,101 @@ struct StatAccumulator {
   }
 };
 
+// Bins of one feature's active values and the lowest-index image in each bin, for the quantile
+// samples (the rule is in features.h at QuantileSample). Bins are allocated on the first active
+// value, so dead features cost nothing (about 12 KB per live feature while the index is built).
+// h is a power of two: binning scales by powers of two only, so it is exact, a value's bin after
+// the range doubled is exactly its old bin merged, and the edges are exact.
+struct QuantileAccumulator {
+  static constexpr int kBins = FeatureIndex::kQuantileBins;
+  struct Bin {
+    int64_t count = 0;
+    int64_t first = -1;  // lowest image index in the bin
+    float firstAct = 0;  // its activation
+  };
+  bool symmetric = false;  // dense: bins over [-h, h); sparse: active values over [0, h)
+  float h = 0, inv = 0;    // inv = 1 / h
+  int64_t n = 0;
+  std::vector<Bin> bins;
+
+  void add(float v, int64_t row) {
+    if (symmetric ? !std::isfinite(v) : !(v > 0 && std::isfinite(v))) return;
+    if (bins.empty()) bins.resize(kBins);
+    ++n;
+    const float a = std::abs(v);
+    if (h == 0 && a > 0) setRange(std::ldexp(1.0f, std::ilogb(a) + 1));
+    while (a >= h && h > 0 && std::isfinite(h)) grow();
+    Bin& b = bins[bin(v)];
+    if (b.count++ == 0) b.first = row, b.firstAct = v;
+  }
+  void setRange(float range) {
+    h = range;
+    inv = 1 / range;
+  }
+  int bin(float v) const {
+    const float x = v * inv;  // dense zeros before any nonzero value: 0, the middle bin
+    const int b = symmetric ? kBins / 2 + static_cast<int>(std::floor(x * (kBins / 2)))
+                            : static_cast<int>(std::floor(x * kBins));
+    return std::clamp(b, 0, kBins - 1);
+  }
+  float edge(int b) const {
+    return symmetric ? h * (static_cast<float>(b - kBins / 2) / (kBins / 2))
+                     : h * (static_cast<float>(b) / kBins);
+  }
+  void grow() {
+    std::vector<Bin> next(kBins);
+    for (int i = 0; i < kBins; ++i) {
+      const Bin& b = bins[i];
+      if (b.count == 0) continue;
+      Bin& m = next[symmetric ? kBins / 4 + i / 2 : i / 2];
+      if (m.count == 0 || b.first < m.first) m.first = b.first, m.firstAct = b.firstAct;
+      m.count += b.count;
+    }
+    bins.swap(next);
+    setRange(h * 2);
+  }
+  std::vector<QuantileSample> finish() const {
+    std::vector<QuantileSample> out;
+    if (n == 0) return out;
+    for (int i = 0; i < FeatureIndex::kQuantiles; ++i) {
+      const float q = FeatureIndex::quantileLevel(i);
+      const auto rank = static_cast<int64_t>(std::floor(static_cast<double>(q) * (n - 1)));
+      int64_t cum = 0;
+      int b = 0;
+      for (; b < kBins - 1; ++b) {
+        cum += bins[b].count;
+        if (cum > rank) break;
+      }
+      if (!out.empty() && out.back().index == bins[b].first) continue;
+      out.push_back({q, bins[b].first, bins[b].firstAct, edge(b), edge(b + 1)});
+    }
+    return out;
+  }
+};
+
+// Sums for Pearson correlations with binary attributes over the rows that have attributes:
+// per feature Σa and Σa² (float64, in the scanner's loop) and Σ a·(y_c − ȳ_c) (a float32 product
+// per chunk added into float64). With the labels centred first, the covariance needs no
+// difference of large sums, and no float64 copy of the activations is made.
+struct CorrelationAccumulator {
+  std::vector<double> sa, saa;  // [F]
+  torch::Tensor say;            // [C, F] double
+
+  // act: [rows, F] float; yc: [rows, C] float, y − ȳ on rows with attributes, 0 elsewhere.
+  void add(const torch::Tensor& act, const torch::Tensor& yc) {
+    const torch::Tensor p = torch::mm(yc.t(), act).to(torch::kFloat64);
+    if (say.defined())
+      say.add_(p);
+    else
+      say = p;
+  }
+};
+
 // Streams rows of scores/activations into per-feature keepers for both ranking rules.
 class KindScanner {
  public:
-  KindScanner(int64_t features, int k, bool symmetric, int64_t onlyFeature)
+  // `details`: also quantile bins (and, given labels, correlations) for the full index.
+  KindScanner(int64_t features, int k, bool symmetric, int64_t onlyFeature, bool details = false)
       : m_only(onlyFeature) {
     const int64_t nf = onlyFeature >= 0 ? 1 : features;
     for (int64_t f = 0; f < nf; ++f) {
@@ -138,9 +247,17 @@ class KindScanner {
       m_stats.emplace_back();
       m_stats.back().symmetric = symmetric;
     }
+    if (details) {
+      m_quant.resize(nf);
+      for (auto& q : m_quant) q.symmetric = symmetric;
+      m_corr.sa.assign(nf, 0);
+      m_corr.saa.assign(nf, 0);
+    }
   }
-  // act: [rows, F] raw activations (row-major, CPU float); norms: per-row L2 norm of act.
-  void add(const float* act, const float* norms, int64_t rows, int64_t features, int64_t row0) {
+  // act: [rows, F] raw activations (row-major, CPU float); norms: per-row L2 norm of act;
+  // matched: per row, 1 when the image has attributes (null: no correlations).
+  void add(const float* act, const float* norms, int64_t rows, int64_t features, int64_t row0,
+           const int8_t* matched = nullptr) {
     const int64_t f0 = m_only >= 0 ? m_only : 0;
     const int64_t nf = static_cast<int64_t>(m_seed.size());
     at::parallel_for(0, nf, 16, [&](int64_t b, int64_t e) {
@@ -152,6 +269,11 @@ class KindScanner {
         for (int64_t j = b; j < e; ++j) {
           const float v = row[f0 + j];
           m_stats[j].add(v);
+          if (!m_quant.empty()) m_quant[j].add(v, row0 + r);
+          if (matched && matched[r] && v != 0) {
+            m_corr.sa[j] += v;
+            m_corr.saa[j] += static_cast<double>(v) * v;
+          }
           const float s = v / denom;
           if (s > m_seed[j].threshold() || !m_seed[j].full()) m_seed[j].offer({row0 + r, s, v});
           if (v > m_raw[j].threshold() || !m_raw[j].full()) m_raw[j].offer({row0 + r, v, v});
@@ -159,15 +281,132 @@ class KindScanner {
       }
     });
   }
+  // act: [rows, F] float CPU; yc: the rows' centred labels (see CorrelationAccumulator::add).
+  void addCorrelation(const torch::Tensor& act, const torch::Tensor& yc) { m_corr.add(act, yc); }
   std::vector<TopKeeper> m_seed, m_raw;
   std::vector<StatAccumulator> m_stats;
+  std::vector<QuantileAccumulator> m_quant;
+  CorrelationAccumulator m_corr;
   int64_t m_only;
 };
+
+// Binary attributes of the workspace's images, as labels for the correlations.
+struct AttributeLabels {
+  std::vector<std::string> names;  // binary columns that vary over the matched images
+  torch::Tensor y;      // [N, C + 1] int8: ±1 per column, 0 without attributes; last column 1
+                        // where the image has attributes
+  torch::Tensor meanY;  // [C] float: ȳ per column over the matched images (for centring)
+  std::vector<double> meanYExact;  // [C] the same in float64
+  int64_t matched = 0;
+  bool empty() const { return names.empty(); }
+  // Rows [s, e) as (centred labels [rows, C] float, 0 on unmatched rows; matched [rows] int8).
+  std::pair<torch::Tensor, torch::Tensor> chunk(int64_t s, int64_t e) const {
+    const int64_t nc = static_cast<int64_t>(names.size());
+    const torch::Tensor rows = y.slice(0, s, e);
+    const torch::Tensor mask = rows.select(1, nc).contiguous();
+    const torch::Tensor yc =
+        (rows.slice(1, 0, nc).to(torch::kFloat32) - meanY) * mask.to(torch::kFloat32).unsqueeze(1);
+    return {yc.contiguous(), mask};
+  }
+};
+
+// The attribute file the index uses (the manifest's attributes_file) and what it depends on, for
+// the cache's validity.
+json attributesSource(const Workspace& ws) {
+  const std::string file = ws.manifest().value("attributes_file", std::string());
+  return {{"file", file}, {"stamp", stampJson(file)}, {"images", stampJson(ws.imagesPath())}};
+}
+
+// Labels from the manifest's attributes_file matched to images.txt by file name; empty (with a
+// note in the log) when there is none or nothing usable.
+AttributeLabels readLabels(const Workspace& ws, int64_t n, JobContext& ctx) {
+  AttributeLabels out;
+  const std::string file = ws.manifest().value("attributes_file", std::string());
+  if (file.empty() || !fileExists(file)) return out;
+  Attributes attrs;
+  try {
+    attrs = loadAttributes(file);
+  } catch (const Error& e) {
+    ctx.log(std::string("note: no attribute correlations: ") + e.what());
+    return out;
+  }
+  const std::vector<std::string> paths = ws.imageList();
+  if (static_cast<int64_t>(paths.size()) != n) {
+    ctx.log("note: no attribute correlations: " + ws.imagesPath() + " has " +
+            std::to_string(paths.size()) + " lines for " + std::to_string(n) + " embeddings");
+    return out;
+  }
+  std::vector<int64_t> arow(n);
+  for (int64_t i = 0; i < n; ++i) {
+    arow[i] = attrs.rowForPath(paths[i]);
+    out.matched += arow[i] >= 0;
+  }
+  if (out.matched < 3) return out;
+  std::vector<size_t> cols;
+  for (size_t c = 0; c < attrs.names.size(); ++c) {
+    if (!attrs.binary[c]) continue;
+    int64_t pos = 0;
+    for (int64_t i = 0; i < n; ++i) pos += arow[i] >= 0 && attrs.value(arow[i], c) > 0;
+    if (pos == 0 || pos == out.matched) continue;  // constant: no correlation
+    cols.push_back(c);
+    out.names.push_back(attrs.names[c]);
+  }
+  if (cols.empty()) return out;
+  const int64_t nc = static_cast<int64_t>(cols.size());
+  out.y = torch::zeros({n, nc + 1}, torch::kInt8);
+  std::vector<double> sumY(nc, 0);
+  int8_t* y = out.y.data_ptr<int8_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (arow[i] < 0) continue;
+    for (int64_t c = 0; c < nc; ++c) {
+      const int8_t v = attrs.value(arow[i], cols[c]) > 0 ? 1 : -1;
+      y[i * (nc + 1) + c] = v;
+      sumY[c] += v;
+    }
+    y[i * (nc + 1) + nc] = 1;
+  }
+  out.meanY = torch::empty({nc}, torch::kFloat32);
+  for (int64_t c = 0; c < nc; ++c) {
+    out.meanYExact.push_back(sumY[c] / out.matched);
+    out.meanY.data_ptr<float>()[c] = static_cast<float>(out.meanYExact[c]);
+  }
+  return out;
+}
+
+// Pearson r per [feature, column] from the accumulated sums; NaN where the activation is constant.
+// r = Σ a (y − ȳ) / sqrt((Σa² − (Σa)²/n) · Σ (y − ȳ)²).
+std::vector<float> correlations(const CorrelationAccumulator& acc, const AttributeLabels& labels,
+                                int64_t features) {
+  const int64_t nc = static_cast<int64_t>(labels.names.size());
+  std::vector<float> out(features * nc, NAN);
+  if (!acc.say.defined() || acc.sa.size() != static_cast<size_t>(features)) return out;
+  const torch::Tensor say = acc.say.contiguous();
+  const double* p = say.data_ptr<double>();
+  const double n = static_cast<double>(labels.matched);
+  std::vector<double> vy(nc), shift(nc);
+  for (int64_t c = 0; c < nc; ++c) {
+    const double mean = labels.meanYExact[c];
+    vy[c] = n * (1 - mean * mean);  // Σ (y − ȳ)² for ±1 labels
+    shift[c] = mean - labels.meanY.data_ptr<float>()[c];
+  }
+  for (int64_t f = 0; f < features; ++f) {
+    const double va = acc.saa[f] - acc.sa[f] * acc.sa[f] / n;
+    if (!(va > 1e-12 * acc.saa[f])) continue;  // constant (or dead) over the matched images
+    for (int64_t c = 0; c < nc; ++c) {
+      // Σ a (y − ȳ) = Σ a (y − m) − (ȳ − m) Σa, m the float32 centre used in the products.
+      const double cov = p[c * features + f] - shift[c] * acc.sa[f];
+      const double r = cov / std::sqrt(va * vy[c]);
+      out[f * nc + c] = static_cast<float>(std::clamp(r, -1.0, 1.0));
+    }
+  }
+  return out;
+}
 
 struct Sources {
   TensorData emb;          // [N, D]
   bool haveSae = false;
   torch::Tensor we, be, bd;  // SAE encoder weights (CPU float)
+  torch::Tensor wd;          // SAE decoder [F, D] (CPU float); undefined when the file has none
 };
 
 Sources readSources(const Workspace& ws, const std::string& saeFile = "") {
@@ -192,6 +431,12 @@ Sources readSources(const Workspace& ws, const std::string& saeFile = "") {
     s.we = toTorch(*findTensor(sd, "weight_encoder")).to(torch::kFloat32);
     s.be = toTorch(*findTensor(sd, "bias_encoder")).to(torch::kFloat32);
     s.bd = toTorch(*findTensor(sd, "bias_decoder")).to(torch::kFloat32);
+    if (const auto* wd = findTensor(sd, "weight_decoder")) {
+      s.wd = toTorch(*wd).to(torch::kFloat32);
+      if (s.wd.dim() != 2 || s.wd.size(0) != s.we.size(1) || s.wd.size(1) != s.emb.shape[1])
+        throw Error(saePath + ": weight_decoder has shape " + wd->shapeString() + ", expected [" +
+                    std::to_string(s.we.size(1)) + ", " + std::to_string(s.emb.shape[1]) + "]");
+    }
     const int64_t d = s.emb.shape[1];
     if (s.we.dim() != 2 || s.we.size(0) != d || s.be.dim() != 1 || s.be.size(0) != s.we.size(1) ||
         s.bd.dim() != 1 || s.bd.size(0) != d)
@@ -203,8 +448,10 @@ Sources readSources(const Workspace& ws, const std::string& saeFile = "") {
   return s;
 }
 
-// One pass over all rows, feeding the scanners (either may be null).
-void scan(const Sources& src, KindScanner* dense, KindScanner* sparse, JobContext& ctx) {
+// One pass over all rows, feeding the scanners (either may be null) and, given labels, their
+// correlation sums.
+void scan(const Sources& src, KindScanner* dense, KindScanner* sparse, JobContext& ctx,
+          const AttributeLabels* labels = nullptr) {
   torch::NoGradGuard noGrad;
   const int64_t n = src.emb.shape[0], d = src.emb.shape[1];
   const torch::Tensor all = torch::from_blob(const_cast<uint8_t*>(src.emb.bytes.data()), {n, d},
@@ -215,35 +462,27 @@ void scan(const Sources& src, KindScanner* dense, KindScanner* sparse, JobContex
     const int64_t e = std::min(n, s + kChunk);
     const torch::Tensor raw = all.slice(0, s, e).contiguous();
     const torch::Tensor norms = raw.norm(2, 1).contiguous();
-    if (dense) dense->add(raw.data_ptr<float>(), norms.data_ptr<float>(), e - s, d, s);
+    const bool corr = labels && !labels->empty();
+    torch::Tensor yc, matched;
+    if (corr) std::tie(yc, matched) = labels->chunk(s, e);
+    const int8_t* m = corr ? matched.data_ptr<int8_t>() : nullptr;
+    if (dense) {
+      dense->add(raw.data_ptr<float>(), norms.data_ptr<float>(), e - s, d, s, m);
+      if (corr) dense->addCorrelation(raw, yc);
+    }
     if (sparse) {
       const torch::Tensor x = l2normalizeRows(raw);
       const torch::Tensor f = torch::relu(torch::addmm(src.be, x - src.bd, src.we)).contiguous();
       const torch::Tensor fn = f.norm(2, 1).contiguous();
-      sparse->add(f.data_ptr<float>(), fn.data_ptr<float>(), e - s, f.size(1), s);
+      sparse->add(f.data_ptr<float>(), fn.data_ptr<float>(), e - s, f.size(1), s, m);
+      if (corr) sparse->addCorrelation(f, yc);
     }
     ctx.advance(e - s);
   }
 }
 
-struct FileStamp {
-  int64_t size = -1, mtimeNs = 0;
-};
-FileStamp stampOf(const std::string& path) {
-  struct stat st {};
-  FileStamp s;
-  if (::stat(path.c_str(), &st) == 0) {
-    s.size = st.st_size;
-    s.mtimeNs = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-  }
-  return s;
-}
-json stampJson(const std::string& path) {
-  const FileStamp s = stampOf(path);
-  return {{"size", s.size}, {"mtime_ns", s.mtimeNs}};
-}
-
-constexpr char kIndexMagic[8] = {'S', 'A', 'E', 'I', 'D', 'X', '0', '1'};
+// 02: quantile samples, attribute correlations.
+constexpr char kIndexMagic[8] = {'S', 'A', 'E', 'I', 'D', 'X', '0', '2'};
 
 template <typename T>
 void put(std::vector<uint8_t>& out, const T& v) {
@@ -273,8 +512,13 @@ void saveIndex(const Workspace& ws, const FeatureIndex& idx) {
                        {"sparse", idx.m_numSparse},
                        {"k", FeatureIndex::kStoredK},
                        {"bins", FeatureIndex::kHistBins},
+                       {"quantiles", FeatureIndex::kQuantiles},
+                       {"quantile_bins", FeatureIndex::kQuantileBins},
                        {"embeddings", stampJson(ws.embeddingsPath())},
-                       {"sae", stampJson(ws.saePath())}};
+                       {"sae", stampJson(ws.saePath())},
+                       {"attributes_source", attributesSource(ws)},
+                       {"attributes", idx.m_attrNames},
+                       {"attribute_images", idx.m_attrImages}};
   const std::string h = header.dump();
   put<uint64_t>(out, h.size());
   out.insert(out.end(), h.begin(), h.end());
@@ -295,6 +539,17 @@ void saveIndex(const Workspace& ws, const FeatureIndex& idx) {
       put<float>(out, s.max);
       for (int64_t c : s.histogram) put<int64_t>(out, c);
     }
+    for (const auto& list : idx.m_quantiles[k]) {
+      put<int32_t>(out, static_cast<int32_t>(list.size()));
+      for (const auto& q : list) {
+        put<float>(out, q.quantile);
+        put<int64_t>(out, q.index);
+        put<float>(out, q.activation);
+        put<float>(out, q.lo);
+        put<float>(out, q.hi);
+      }
+    }
+    for (float r : idx.m_corr[k]) put<float>(out, r);
   }
   writeFileAtomic(indexPath(ws), out.data(), out.size());
 }
@@ -311,12 +566,18 @@ std::shared_ptr<FeatureIndex> tryLoadIndex(const Workspace& ws) {
     const json h = json::parse(bytes.begin() + rd.pos, bytes.begin() + rd.pos + hl);
     rd.pos += hl;
     if (h["embeddings"] != stampJson(ws.embeddingsPath()) || h["sae"] != stampJson(ws.saePath()) ||
-        h["k"] != FeatureIndex::kStoredK || h["bins"] != FeatureIndex::kHistBins)
+        h["k"] != FeatureIndex::kStoredK || h["bins"] != FeatureIndex::kHistBins ||
+        h["quantiles"] != FeatureIndex::kQuantiles ||
+        h["quantile_bins"] != FeatureIndex::kQuantileBins ||
+        h["attributes_source"] != attributesSource(ws))
       return nullptr;
     auto idx = std::make_shared<FeatureIndex>();
     idx->m_numImages = h["n"];
     idx->m_numDense = h["dense"];
     idx->m_numSparse = h["sparse"];
+    idx->m_attrNames = h["attributes"].get<std::vector<std::string>>();
+    idx->m_attrImages = h["attribute_images"];
+    const int64_t nc = static_cast<int64_t>(idx->m_attrNames.size());
     for (int k = 0; k < 2; ++k) {
       const int64_t nf = k == 0 ? idx->m_numDense : idx->m_numSparse;
       for (int r = 0; r < 2; ++r) {
@@ -341,7 +602,23 @@ std::shared_ptr<FeatureIndex> tryLoadIndex(const Workspace& ws) {
         s.histogram.resize(FeatureIndex::kHistBins);
         for (auto& c : s.histogram) c = rd.get<int64_t>();
       }
+      idx->m_quantiles[k].resize(nf);
+      for (auto& list : idx->m_quantiles[k]) {
+        const int32_t c = rd.get<int32_t>();
+        if (c < 0 || c > FeatureIndex::kQuantiles) return nullptr;
+        list.resize(c);
+        for (auto& q : list) {
+          q.quantile = rd.get<float>();
+          q.index = rd.get<int64_t>();
+          q.activation = rd.get<float>();
+          q.lo = rd.get<float>();
+          q.hi = rd.get<float>();
+        }
+      }
+      idx->m_corr[k].resize(nf * nc);
+      for (auto& r : idx->m_corr[k]) r = rd.get<float>();
     }
+    if (rd.pos != bytes.size()) return nullptr;
     return idx;
   } catch (const std::exception&) {
     return nullptr;  // a damaged cache is rebuilt, not reported
@@ -360,25 +637,41 @@ void attachSources(FeatureIndex& idx, const Sources& src) {
     idx.m_be = copy(src.be);
     idx.m_bd = copy(src.bd);
   }
+  idx.m_decoderUnit.clear();
+  if (src.wd.defined()) {
+    const torch::Tensor wd = src.wd.to(torch::kFloat64);
+    const torch::Tensor norms = wd.norm(2, 1, /*keepdim=*/true);
+    // A zero row has no direction: NaN keeps it out of every comparison.
+    const torch::Tensor unit =
+        torch::where(norms > 0, wd / norms, torch::full_like(wd, NAN)).to(torch::kFloat32);
+    const torch::Tensor c = unit.contiguous();
+    idx.m_decoderUnit.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  }
 }
 
-std::shared_ptr<FeatureIndex> buildFrom(const Sources& src, JobContext& ctx) {
+std::shared_ptr<FeatureIndex> buildFrom(const Workspace& ws, const Sources& src, JobContext& ctx) {
   const int64_t n = src.emb.shape[0], d = src.emb.shape[1];
   const int64_t f = src.haveSae ? src.we.size(1) : 0;
-  KindScanner dense(d, FeatureIndex::kStoredK, /*symmetric=*/true, -1);
+  const AttributeLabels labels = readLabels(ws, n, ctx);
+  KindScanner dense(d, FeatureIndex::kStoredK, /*symmetric=*/true, -1, /*details=*/true);
   std::unique_ptr<KindScanner> sparse;
-  if (src.haveSae) sparse = std::make_unique<KindScanner>(f, FeatureIndex::kStoredK, false, -1);
-  scan(src, &dense, sparse.get(), ctx);
+  if (src.haveSae)
+    sparse = std::make_unique<KindScanner>(f, FeatureIndex::kStoredK, false, -1, true);
+  scan(src, &dense, sparse.get(), ctx, &labels);
   auto idx = std::make_shared<FeatureIndex>();
   idx->m_numImages = n;
   idx->m_numDense = d;
   idx->m_numSparse = f;
+  idx->m_attrNames = labels.names;
+  idx->m_attrImages = labels.empty() ? 0 : labels.matched;
   KindScanner* scanners[2] = {&dense, sparse.get()};
   for (int k = 0; k < 2; ++k) {
     if (!scanners[k]) continue;
     for (auto& t : scanners[k]->m_seed) idx->m_top[k][0].push_back(t.sorted());
     for (auto& t : scanners[k]->m_raw) idx->m_top[k][1].push_back(t.sorted());
     for (auto& s : scanners[k]->m_stats) idx->m_stats[k].push_back(s.finish());
+    for (auto& q : scanners[k]->m_quant) idx->m_quantiles[k].push_back(q.finish());
+    idx->m_corr[k] = correlations(scanners[k]->m_corr, labels, k == 0 ? d : f);
   }
   return idx;
 }
@@ -389,7 +682,7 @@ std::shared_ptr<const FeatureIndex> FeatureIndex::build(const std::string& works
                                                          JobContext& ctx) {
   const Workspace ws = Workspace::open(workspace, false);
   const Sources src = readSources(ws);
-  auto idx = buildFrom(src, ctx);
+  auto idx = buildFrom(ws, src, ctx);
   attachSources(*idx, src);
   return idx;
 }
@@ -400,7 +693,7 @@ std::shared_ptr<const FeatureIndex> FeatureIndex::loadOrBuild(const std::string&
   const Sources src = readSources(ws);
   std::shared_ptr<FeatureIndex> idx = tryLoadIndex(ws);
   if (!idx || idx->m_numImages != src.emb.shape[0]) {
-    idx = buildFrom(src, ctx);
+    idx = buildFrom(ws, src, ctx);
     try {
       saveIndex(ws, *idx);
     } catch (const Error& e) {
@@ -449,6 +742,50 @@ std::vector<std::pair<int64_t, float>> FeatureIndex::strongestSparse(int64_t row
     return a.second != b.second ? a.second > b.second : a.first < b.first;
   });
   if (static_cast<int>(out.size()) > n) out.resize(n);
+  return out;
+}
+
+const std::vector<QuantileSample>& FeatureIndex::quantiles(FeatureKind k, int64_t feature) const {
+  static const std::vector<QuantileSample> kNone;
+  const auto& q = m_quantiles[k == FeatureKind::Dense ? 0 : 1];
+  if (feature < 0 || feature >= static_cast<int64_t>(q.size())) return kNone;
+  return q[feature];
+}
+
+std::vector<AttributeCorrelation> FeatureIndex::correlatedAttributes(FeatureKind k, int64_t feature,
+                                                                     int n) const {
+  std::vector<AttributeCorrelation> out;
+  const auto& corr = m_corr[k == FeatureKind::Dense ? 0 : 1];
+  const size_t nc = m_attrNames.size();
+  if (nc == 0 || feature < 0 || (static_cast<size_t>(feature) + 1) * nc > corr.size()) return out;
+  for (size_t c = 0; c < nc; ++c) {
+    const float r = corr[feature * nc + c];
+    if (!std::isnan(r)) out.push_back({m_attrNames[c], r});
+  }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const auto& a, const auto& b) { return std::abs(a.r) > std::abs(b.r); });
+  if (static_cast<int>(out.size()) > n) out.resize(std::max(0, n));
+  return out;
+}
+
+std::vector<NearFeature> FeatureIndex::nearestByDecoder(int64_t feature, int n) const {
+  std::vector<NearFeature> out;
+  const int64_t f = m_numSparse, d = m_numDense;
+  if (m_decoderUnit.size() != static_cast<size_t>(f * d) || feature < 0 || feature >= f || n < 1)
+    return out;
+  const float* a = m_decoderUnit.data() + feature * d;
+  for (int64_t j = 0; j < f; ++j) {
+    if (j == feature) continue;
+    const float* b = m_decoderUnit.data() + j * d;
+    double dot = 0;
+    for (int64_t i = 0; i < d; ++i) dot += double(a[i]) * b[i];
+    if (!std::isnan(dot)) out.push_back({j, static_cast<float>(dot)});
+  }
+  const size_t keep = std::min<size_t>(out.size(), static_cast<size_t>(n));
+  std::partial_sort(out.begin(), out.begin() + keep, out.end(), [](const auto& x, const auto& y) {
+    return x.cosine != y.cosine ? x.cosine > y.cosine : x.feature < y.feature;
+  });
+  out.resize(keep);
   return out;
 }
 

@@ -37,6 +37,8 @@ endfunction()
 saescope_gui_test(test_gui TIMEOUT 900)
 # Drag and drop (folders, tensor files) and the browser's exports.
 saescope_gui_test(test_gui_import TIMEOUT 600)
+# HiDPI (Xft.dpi via xrdb), window size and per-workspace UI state across restarts.
+saescope_gui_test(test_gui_desktop TIMEOUT 600)
 # The blind study: scripted ratings, SIGKILL mid-study, resume, results, exports.
 saescope_gui_test(test_gui_study TIMEOUT 900 DEPENDS saescope
   DEFINITIONS SAESCOPE_CLI="$<TARGET_FILE:saescope>")

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "engine/demo_data.h"
+#include "engine/features.h"
 #include "engine/fsutil.h"
 #include "engine/image.h"
 #include "engine/pipeline.h"
@@ -125,6 +126,10 @@ TEST_SUITE("gui") {
         // Both 4x4 grids hold real thumbnails: many colours in each grid's rectangle.
         CHECK(widgetColours(img, s, "grid_dense") > 300);
         CHECK(widgetColours(img, s, "grid_sparse") > 300);
+        // The extras: a strip of quantile thumbnails per kind, the sparse feature's neighbours.
+        CHECK(widgetColours(img, s, "quantiles_dense") > 100);
+        CHECK(widgetColours(img, s, "quantiles_sparse") > 100);
+        CHECK(s["widgets"].contains("near_first"));
         const json seen = readJson(f.ws + "/seen.json");
         CHECK(seen["seen"]["dense"].size() >= 1);
       }
@@ -177,6 +182,45 @@ wait-settled 60
     const json seen = readJson(f.ws + "/seen.json");
     std::set<int64_t> dense(seen["seen"]["dense"].begin(), seen["seen"]["dense"].end());
     for (int id : {3, 4, 5, 6, 22, 21}) CHECK(dense.count(id) == 1);
+  }
+
+  TEST_CASE("a nearest-feature button shows that feature; Details off gives larger grids") {
+    REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
+    Fixture& f = fixture();
+    testutil::TempDir tmp("gui-near");
+    engine::JobContext ctx;
+    const auto near = engine::FeatureIndex::loadOrBuild(f.ws, ctx)->nearestByDecoder(7, 1);
+    REQUIRE(near.size() == 1);
+    const std::string script = writeScript(tmp.str("near.script"), R"(
+wait-settled 60
+click near_first
+wait-settled 60
+state )" + tmp.str("near.json") + R"(
+click details
+wait-settled 60
+screenshot )" + tmp.str("no-details.png") + R"(
+wait 2
+)");
+    const std::string state = tmp.str("state.json"), png = tmp.str("no-details.png");
+    const int rc = runGui("--workspace " + q(f.ws) + " --view browser --feature 7 --script " +
+                              q(script) + " " + common(state),
+                          tmp.str("log.txt"));
+    INFO(slurp(tmp.str("log.txt")));
+    REQUIRE(rc == 0);
+    const json mid = readJson(tmp.str("near.json"));
+    CHECK(mid["script_error"] == "");
+    CHECK(mid["browser"]["feature"] == near[0].feature);
+    const json s = readJson(state);
+    CHECK(s["script_error"] == "");
+    CHECK_FALSE(s["widgets"].contains("quantiles_sparse"));
+    auto gridWidth = [](const json& st) {
+      const auto& r = st["widgets"]["grid_sparse"];
+      return r[2].get<double>() - r[0].get<double>();
+    };
+    CHECK(gridWidth(s) > gridWidth(mid) * 1.2);
+    if (std::getenv("SAESCOPE_KEEP_SHOTS"))
+      fs::copy_file(png, std::string(SAESCOPE_BINARY_DIR) + "/gui-browser-no-details.png",
+                    fs::copy_options::overwrite_existing);
   }
 
   TEST_CASE("start a run, cancel it: the app says cancelled and the workspace is unchanged") {

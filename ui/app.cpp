@@ -132,9 +132,28 @@ void importDropped(App& app, const std::vector<std::string>& files) {
                 "image folder onto the window), then drop the file again");
     return;
   }
-  app.message(Message::Info, "Importing " + std::to_string(files.size()) + " file(s) into " +
-                                 cfg.workspace + " …");
-  app.pipeline.submit("import", [cfg, files](engine::JobContext& ctx) mutable {
+  app.startImport(cfg, files);
+}
+
+}  // namespace
+
+void App::startImport(const engine::ImportConfig& cfgIn,
+                      const std::vector<std::string>& unclassified) {
+  if (pipeline.isBusy()) {
+    message(Message::Warning, "A run is in progress: import when it is done");
+    return;
+  }
+  engine::ImportConfig cfg = cfgIn;
+  const size_t count =
+      unclassified.size() + !cfg.embeddings.empty() + !cfg.sae.empty() + !cfg.backbone.empty();
+  message(Message::Info,
+          "Importing " + std::to_string(count) + " file(s) into " + cfg.workspace + " …");
+  std::error_code ec;
+  const fs::path target = fs::absolute(cfg.workspace, ec).lexically_normal();
+  const bool other = !ws || target != fs::absolute(ws->dir(), ec).lexically_normal();
+  m_openAfterImport = other ? target.string() : "";
+  m_switchAfterImport = true;
+  pipeline.submit("import", [cfg, files = unclassified](engine::JobContext& ctx) mutable {
     for (const auto& f : files) {
       switch (engine::classifyArtifact(f)) {
         case engine::ArtifactKind::Embeddings:
@@ -156,9 +175,15 @@ void importDropped(App& app, const std::vector<std::string>& files) {
   });
 }
 
+namespace {
+
 void dropCallback(GLFWwindow* w, int count, const char** paths) {
   auto* app = static_cast<App*>(glfwGetWindowUserPointer(w));
   if (!app || count <= 0) return;
+  if (app->importDialogOpen()) {
+    app->importDrop(std::vector<std::string>(paths, paths + count));
+    return;
+  }
   std::vector<std::string> files;
   for (int i = 0; i < count; ++i)
     if (isTensorFile(paths[i]) && !fs::is_directory(paths[i])) files.emplace_back(paths[i]);
@@ -184,10 +209,13 @@ bool App::initWindow() {
   glfwWindowHint(GLFW_CONTEXT_VERSION_MINOR, 3);
   glfwWindowHint(GLFW_OPENGL_PROFILE, GLFW_OPENGL_CORE_PROFILE);
   glfwWindowHint(GLFW_OPENGL_FORWARD_COMPAT, GLFW_TRUE);
+  // An explicit --size wins; a one-shot screenshot uses the default size; else the last size.
+  // Both are at 100% scale: GLFW_SCALE_TO_MONITOR multiplies them by the content scale.
   int w = opts.width, h = opts.height;
-  if (config.windowWidth > 0 && opts.screenshot.empty() && opts.script.empty()) {
-    w = config.windowWidth;
-    h = config.windowHeight;
+  if (config.windowWidth > 0 && config.windowHeight > 0 && !opts.sizeGiven &&
+      opts.screenshot.empty()) {
+    w = std::clamp(config.windowWidth, 320, 16384);
+    h = std::clamp(config.windowHeight, 240, 16384);
   }
   m_window = glfwCreateWindow(w, h, "saescope", nullptr, nullptr);
   if (!m_window) {
@@ -211,6 +239,7 @@ bool App::initWindow() {
 
   float xs = 1, ys = 1;
   glfwGetWindowContentScale(m_window, &xs, &ys);
+  m_contentScale = xs > 0 ? xs : 1;
   scale = opts.scale > 0 ? opts.scale : std::clamp(xs, 1.0f, 4.0f);
 
   IMGUI_CHECKVERSION();
@@ -228,9 +257,10 @@ void App::shutdownWindow() {
   if (!m_window) return;
   int w = 0, h = 0;
   glfwGetWindowSize(m_window, &w, &h);
-  if (opts.screenshot.empty() && opts.script.empty() && w > 0) {
-    config.windowWidth = w;
-    config.windowHeight = h;
+  if (persistUi() && w > 0 && h > 0) {
+    // Stored at 100% scale, so that the next start (which scales by the monitor) restores it.
+    config.windowWidth = static_cast<int>(std::lround(w / m_contentScale));
+    config.windowHeight = static_cast<int>(std::lround(h / m_contentScale));
   }
   images.clear();
   freeRetiredTextures();
@@ -250,7 +280,7 @@ void App::setupStyle() {
   if (ranges.empty()) {
     ImFontGlyphRangesBuilder b;
     b.AddRanges(io.Fonts->GetGlyphRangesDefault());
-    b.AddText(u8"…—–·•×÷±≤≥←→↑↓▲▼◀▶✓✗●○■□λ‖²₁₂∑√≈");
+    b.AddText(u8"…—–·•×÷±≤≥←→↑↓▲▼◀▶▾▸✓✗●○■□λαΣ‖²₁₂∑√≈");
     b.BuildRanges(&ranges);
   }
   ImFontConfig cfg;
@@ -319,17 +349,22 @@ int App::run() {
   }
   if (!initWindow()) return 1;
 
+  // The workspace's ui_state.json restores its last view, feature and rank; flags given win.
   m_browser.rule = opts.rank == "raw" ? engine::RankRule::Raw : engine::RankRule::Seed;
+  m_viewRestored = false;
   if (!opts.workspace.empty()) openWorkspace(opts.workspace, false);
-  if (opts.view == "auto")
-    view = ws && ws->hasEmbeddings() ? View::Browser : View::Pipeline;
-  else
+  if (opts.rankGiven)
+    m_browser.rule = opts.rank == "raw" ? engine::RankRule::Raw : engine::RankRule::Seed;
+  if (opts.view != "auto")
     view = opts.view == "browser"   ? View::Browser
            : opts.view == "rating"  ? View::Rating
            : opts.view == "results" ? View::Results
                                     : View::Pipeline;
+  else if (!m_viewRestored)
+    view = ws && ws->hasEmbeddings() ? View::Browser : View::Pipeline;
   viewRequest = true;
-  m_browser.setFeature(opts.feature);
+  if (opts.featureGiven || !ws) m_browser.setFeature(opts.feature);
+  m_uiSaved = m_uiPending = uiState();  // what was restored (or asked for) is not a change
   refreshDevice();
 
   const bool automated = !opts.screenshot.empty() || m_script || opts.frames > 0;
@@ -379,9 +414,13 @@ int App::run() {
     }
   }
   if (!opts.stateOut.empty()) scriptState(opts.stateOut);
+  saveUiState(true);
   // Stop background work before the GL context goes: running jobs see their stop flag.
   pipeline.cancel();
   indexer.cancel();
+  checker.cancel();
+  // Notes, seen marks and the UI state queued on the writer reach the disk (bounded wait).
+  writer.waitIdle(10);
   shutdownWindow();
   const std::string err = saveUserConfig(config);
   if (!err.empty()) std::fprintf(stderr, "saescope: warning: %s\n", err.c_str());
@@ -404,6 +443,7 @@ void App::frame() {
   pollJobs();
 
   drawMain();
+  saveUiState(false);
 
   ImGui::Render();
   int fw = 0, fh = 0;
@@ -497,15 +537,24 @@ void App::drawMain() {
   viewRequest = false;
   drawStatusBar();
   m_bar.drawFolderBrowser();
+  m_bar.drawImportDialog();
 
   if (ImGui::IsKeyPressed(ImGui::GetKeyIndex(ImGuiKey_Escape)) && m_showShortcuts)
     m_showShortcuts = false;
   if (ImGui::IsKeyPressed(GLFW_KEY_F1, false)) m_showShortcuts = !m_showShortcuts;
-  if (ImGui::GetIO().KeyCtrl && ImGui::IsKeyPressed(GLFW_KEY_O, false))
+  // Shortcuts that open a modal do nothing while another one is open (it would replace it).
+  const bool popupOpen = ImGui::IsPopupOpen(nullptr, ImGuiPopupFlags_AnyPopupId);
+  if (ImGui::GetIO().KeyCtrl && ImGui::IsKeyPressed(GLFW_KEY_O, false) && !popupOpen)
     m_bar.openFolderBrowser("Open or create a workspace", ws ? ws->dir() : m_bar.pathInput,
                             [this](const std::string& d) {
                               openWorkspace(d, !engine::fileExists(d + "/manifest.json"));
                             });
+  if (ImGui::GetIO().KeyCtrl && ImGui::IsKeyPressed(GLFW_KEY_I, false) && !popupOpen) {
+    if (pipeline.isBusy())
+      message(Message::Warning, "A run is in progress: import when it is done");
+    else
+      m_bar.openImportDialog();
+  }
   if (m_showShortcuts) drawShortcuts();
   ImGui::End();
 }
@@ -605,10 +654,12 @@ void App::drawShortcuts() {
                              {"Home / End", "first / last feature"},
                              {"Ctrl+F", "jump to a feature id"},
                              {"Ctrl+O", "open or create a workspace"},
+                             {"Ctrl+I", "import embeddings / SAE / backbone files"},
                              {"click an image", "show it large, with its strongest features"},
                              {"1 … 7 / S", "rate / skip the trial (blind study)"},
                              {"drop a folder", "open a workspace / use as the image folder"},
                              {"drop .pt/.npy/.safetensors", "import into the open workspace"},
+                             {"drop onto Import…", "fill the dialog's fields"},
                              {"F1 / Esc", "show / hide this help"}};
     if (ImGui::BeginTable("keys", 2, ImGuiTableFlags_RowBg | ImGuiTableFlags_BordersInnerV)) {
       for (auto& r : rows) {
@@ -654,6 +705,15 @@ bool App::openWorkspace(const std::string& dirIn, bool create) {
   closeWorkspace();
   ws = std::move(w);
   m_bar.pathInput = ws->dir();
+  // What the user last looked at here (WS/ui_state.json; unreadable = nothing stored).
+  const WorkspaceUiState st = loadWorkspaceUiState(ws->dir());
+  m_browser.setFeature(st.feature >= 0 ? st.feature : 0);
+  if (!st.rank.empty())
+    m_browser.rule = st.rank == "raw" ? engine::RankRule::Raw : engine::RankRule::Seed;
+  m_viewRestored = !st.view.empty();
+  if (m_viewRestored) scriptView(st.view);
+  m_uiSaved = m_uiPending = uiState();
+  m_uiWriteWarned = false;
   try {
     notes = FeatureNotes::load(ws->dir());
   } catch (const std::exception& e) {
@@ -675,6 +735,7 @@ bool App::openWorkspace(const std::string& dirIn, bool create) {
 }
 
 void App::closeWorkspace() {
+  saveUiState(true);
   ++m_wsGeneration;
   indexer.cancel();
   images.clear();
@@ -909,6 +970,7 @@ void App::pollJobs() {
                            : o.name == "embed"     ? "Embedding"
                            : o.name == "sae"       ? "SAE training"
                            : o.name == "demo-data" ? "Demo data"
+                           : o.name == "import"    ? "Import"
                                                    : o.name;
   switch (o.state) {
     case engine::JobRunner::State::Done:
@@ -923,6 +985,24 @@ void App::pollJobs() {
       break;
     default:
       break;
+  }
+  if (o.name == "import") {
+    const std::string target = m_openAfterImport;
+    const bool toBrowser = m_switchAfterImport;
+    m_openAfterImport.clear();
+    m_switchAfterImport = false;
+    if (o.state == engine::JobRunner::State::Done && !target.empty()) {
+      // Imported into another (maybe new) workspace: open it; that loads its data.
+      if (openWorkspace(target, false) && toBrowser && ws->hasEmbeddings())
+        switchView(View::Browser);
+      return;
+    }
+    reloadWorkspace();
+    if (o.state == engine::JobRunner::State::Done) {
+      m_dataStale = true;
+      if (toBrowser && ws && ws->hasEmbeddings()) switchView(View::Browser);
+    }
+    return;
   }
   reloadWorkspace();
   if (o.state == engine::JobRunner::State::Done && o.name != "demo-data") m_dataStale = true;
@@ -989,6 +1069,7 @@ void App::hook(const char* name) {
 bool App::settled() {
   if (!queue.empty() || indexer.isBusy() || images.pendingCount() > 0) return false;
   if (writer.isBusy()) return false;  // notes, seen and exports are on disk once settled
+  if (checker.isBusy() || m_bar.importChecksPending()) return false;
   if (indexState == IndexState::Loading) return false;
   if (view == View::Browser && indexState == IndexState::Ready && !m_browser.gridsSettled())
     return false;
@@ -1006,6 +1087,44 @@ void App::scriptDrop(const std::vector<std::string>& paths) {
   std::vector<const char*> ptrs;
   for (const auto& p : paths) ptrs.push_back(p.c_str());
   cb(m_window, static_cast<int>(ptrs.size()), ptrs.data());
+}
+
+void App::scriptResize(int width, int height) {
+  glfwSetWindowSize(m_window, width, height);
+}
+
+WorkspaceUiState App::uiState() const {
+  WorkspaceUiState s;
+  s.view = viewName(view);
+  s.feature = m_browser.feature();
+  s.rank = engine::rankName(m_browser.rule);
+  return s;
+}
+
+void App::saveUiState(bool now) {
+  if (!ws || !persistUi()) return;
+  const WorkspaceUiState cur = uiState();
+  const auto t = std::chrono::steady_clock::now();
+  if (cur != m_uiPending) {
+    m_uiPending = cur;
+    m_uiChanged = t;
+  }
+  if (m_uiPending == m_uiSaved) return;
+  // Arrow-key browsing changes the feature many times a second: write once it rests.
+  if (!now && t - m_uiChanged < std::chrono::seconds(1)) return;
+  m_uiSaved = m_uiPending;
+  const std::string dir = ws->dir();
+  const uint64_t gen = m_wsGeneration;
+  writer.submit("ui-state", [this, dir, cur, gen](engine::JobContext&) {
+    const std::string err = saveWorkspaceUiState(dir, cur);
+    if (err.empty()) return;
+    queue.post([this, err, gen] {
+      // Never fatal (a read-only workspace still browses); said once per opened workspace.
+      if (gen != m_wsGeneration || m_uiWriteWarned) return;
+      m_uiWriteWarned = true;
+      message(Message::Warning, "view state not saved: " + err);
+    });
+  });
 }
 
 bool App::scriptJobProgressed() {
@@ -1081,6 +1200,16 @@ void App::scriptSet(const std::string& name, const std::string& v) {
     m_browser.setFeature(toInt());
   else if (name == "rank")
     m_browser.rule = v == "raw" ? engine::RankRule::Raw : engine::RankRule::Seed;
+  else if (name == "import.workspace")
+    m_bar.importFields[WorkspaceBar::kImportWorkspace].value = v;
+  else if (name == "import.data")
+    m_bar.importFields[WorkspaceBar::kImportData].value = v;
+  else if (name == "import.embeddings")
+    m_bar.importFields[WorkspaceBar::kImportEmbeddings].value = v;
+  else if (name == "import.sae")
+    m_bar.importFields[WorkspaceBar::kImportSae].value = v;
+  else if (name == "import.backbone")
+    m_bar.importFields[WorkspaceBar::kImportBackbone].value = v;
   else
     throw engine::Error("unknown setting '" + name + "'");
 }
@@ -1102,7 +1231,8 @@ nlohmann::json App::stateJson() {
                   {"grid_loaded",
                    {{"dense", m_browser.gridLoaded(engine::FeatureKind::Dense)},
                     {"sparse", m_browser.gridLoaded(engine::FeatureKind::Sparse)}}},
-                  {"selected_image", m_browser.selectedImage()}};
+                  {"selected_image", m_browser.selectedImage()},
+                  {"cell_pixels", m_browser.cellPixels()}};
   j["job"] = {{"busy", pipeline.isBusy()},
               {"current", pipeline.currentName()},
               {"last",
@@ -1122,6 +1252,19 @@ nlohmann::json App::stateJson() {
   j["notes"] = notes.notes.size();
   j["device"] = deviceDescription;
   j["scale"] = scale;
+  {
+    int ww = 0, wh = 0, fw = 0, fh = 0;
+    if (m_window) {
+      glfwGetWindowSize(m_window, &ww, &wh);
+      glfwGetFramebufferSize(m_window, &fw, &fh);
+    }
+    j["window"] = {{"width", ww},
+                   {"height", wh},
+                   {"framebuffer_width", fw},
+                   {"framebuffer_height", fh},
+                   {"content_scale", m_contentScale}};
+  }
+  j["import"] = m_bar.importStateJson();
   j["script_error"] = m_script ? m_script->error() : "";
   if (study) j.update(study->stateJson());  // "study" (progress only, blind) and "results"
   // Widgets drawn in the last frame, in window pixels: tests crop screenshots with them.

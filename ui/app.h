@@ -2,7 +2,7 @@
 //
 // [SECTION] index
 //   App            owns the window, the frame loop, the workers and the shared model
-//   WorkspaceBar   open / create / recent workspaces, in-app folder browser
+//   WorkspaceBar   open / create / recent workspaces, Import… dialog, in-app folder browser
 //   PipelineView   stage settings, Run / Cancel, live progress and loss curves
 //   BrowserView    dense vs sparse 4x4 grids, stats, notes, image detail (view_browser*.cpp)
 //   StudyViews     blind rating study and its results (study_views.h, view_study/results.cpp)
@@ -25,6 +25,7 @@
 
 #include "engine/dataset.h"
 #include "engine/features.h"
+#include "engine/import.h"
 #include "engine/job_runner.h"
 #include "engine/pipeline.h"
 #include "engine/workspace.h"
@@ -76,8 +77,35 @@ class WorkspaceBar {
   void drawFolderBrowser();
   std::string pathInput;
 
+  // The Import… dialog (button in this bar, Ctrl+I): a workspace, the image folder and up to
+  // three artifact files, each checked as it is typed (existence on the UI thread; what a file
+  // holds and how many images the folder has on App::checker). Import runs on App::pipeline.
+  enum ImportSlot { kImportWorkspace, kImportData, kImportEmbeddings, kImportSae, kImportBackbone };
+  static constexpr int kImportSlots = 5;
+  struct ImportField {
+    std::string value;             // what the user typed
+    std::string checked;           // the value `status` describes
+    std::string status;            // one line: what the path is, or what is wrong with it
+    bool ok = true;                // false: the Import button stays disabled
+    bool pending = false;          // a background check is running
+    int64_t rows = -1, dims = -1;  // embeddings [rows, dims]; the data folder's image count (rows)
+    int belongs = -1;              // a file of another kind: the slot it belongs in
+  };
+  std::array<ImportField, kImportSlots> importFields;
+  void openImportDialog();
+  void drawImportDialog();
+  bool importDialogOpen() const { return m_importOpen; }
+  // Files or folders dropped while the dialog is open fill its fields (checked as if typed).
+  void importDrop(const std::vector<std::string>& paths);
+  bool importChecksPending() const;
+  // Empty when the fields can be imported, else the one line saying what is missing.
+  std::string importBlocker() const;
+  nlohmann::json importStateJson() const;
+
  private:
+  void checkImportFields();  // re-checks the fields whose value changed
   App& m_app;
+  bool m_importOpen = false, m_importOpenRequest = false;
   bool m_browserOpenRequest = false;
   std::string m_browserTitle, m_browserDir, m_newFolder, m_browserError;
   std::vector<std::string> m_browserEntries;
@@ -119,6 +147,8 @@ class BrowserView {
   bool gridsSettled();
   bool gridLoaded(engine::FeatureKind k);
   int64_t selectedImage() const { return m_detailRow; }
+  // Side of one thumbnail in the grid texture, in pixels: grows with the UI scale (up to 2x).
+  int cellPixels() const;
 
  private:
   void drawToolbar(int64_t count);
@@ -128,8 +158,13 @@ class BrowserView {
   void handleKeys(int64_t count);
   std::string gridKey(engine::FeatureKind k, int64_t id) const;
   const Texture* requestGrid(engine::FeatureKind k, int64_t id, bool prefetchOnly);
-  int cellPixels() const;
   int padPixels() const;
+  // Per-feature extras (view_browser_extras.cpp): quantile strip, correlations, neighbours.
+  float extrasHeight(float width) const;
+  void drawCorrelations(engine::FeatureKind kind, float width, float height);
+  void drawExtras(engine::FeatureKind kind, float width);
+  std::string stripKey(engine::FeatureKind k, int64_t id) const;
+  const Texture* requestStrip(engine::FeatureKind k, int64_t id, bool prefetchOnly);
 
   App& m_app;
   int64_t m_feature = 0;
@@ -145,6 +180,11 @@ class BrowserView {
   // Strongest sparse features of the detail image (computed once per opened image)
   std::vector<std::pair<int64_t, float>> m_strong;
   int64_t m_strongRow = -1;
+  // Extras shown (toolbar "Details"); nearest features of m_nearFor (computed once per feature)
+  bool m_showExtras = true;
+  std::vector<engine::NearFeature> m_near;
+  int64_t m_nearFor = -1;
+  const engine::FeatureIndex* m_nearIndex = nullptr;
 };
 
 // [SECTION] StudyViews (study_views.h: the blind study's Rating and Results tabs)
@@ -193,9 +233,10 @@ class App : public ScriptHost {
 
   ImageCache images{2, size_t(256) << 20};
   MainQueue queue;
-  engine::JobRunner pipeline;  // train / embed / sae / demo data, in order
-  engine::JobRunner indexer;   // feature index and workspace data loads
-  engine::JobRunner writer;    // notes.json / seen.json writes, in order
+  engine::JobRunner pipeline;         // train / embed / sae / demo data, in order
+  engine::JobRunner indexer;          // feature index and workspace data loads
+  engine::JobRunner writer;           // notes.json / seen.json / ui_state.json writes, in order
+  engine::JobRunner checker;          // the Import… dialog's file checks (latest request only)
   std::unique_ptr<StudyViews> study;  // the blind study's state (Rating and Results tabs)
 
   // --- actions, UI thread ---
@@ -218,6 +259,15 @@ class App : public ScriptHost {
   void switchView(View v);
   // Opens a dropped or typed path: a workspace folder opens, an image folder becomes the data.
   void openPath(const std::string& path);
+  // Imports on the pipeline worker (engine::runImport); `unclassified` files go into cfg's
+  // embeddings/sae/backbone by what they hold. A workspace other than the open one is opened
+  // when the import is done; the feature index reloads.
+  void startImport(const engine::ImportConfig& cfg, const std::vector<std::string>& unclassified);
+  // The Import… dialog: open? and files dropped while it is (they fill its fields).
+  bool importDialogOpen() const { return m_bar.importDialogOpen(); }
+  void importDrop(const std::vector<std::string>& paths) { m_bar.importDrop(paths); }
+  // What the user looks at now (saved to WS/ui_state.json when it changes).
+  WorkspaceUiState uiState() const;
   // Records the last ImGui item under `name` for scripted clicks.
   void hook(const char* name);
   bool settled();
@@ -234,6 +284,7 @@ class App : public ScriptHost {
   void scriptState(const std::string& file) override;
   void scriptQuit() override { m_quit = true; }
   void scriptDrop(const std::vector<std::string>& paths) override;
+  void scriptResize(int width, int height) override;
 
  private:
   bool initWindow();
@@ -246,6 +297,10 @@ class App : public ScriptHost {
   void drawShortcuts();
   void pollJobs();
   bool captureScreenshot(const std::string& file);
+  // Saves WS/ui_state.json on the writer thread once the state has held for a second (`now`:
+  // at once, e.g. before the workspace closes).
+  void saveUiState(bool now);
+  bool persistUi() const { return opts.screenshot.empty(); }  // one-shot renders leave no trace
 
   GLFWwindow* m_window = nullptr;
   WorkspaceBar m_bar{*this};
@@ -256,6 +311,14 @@ class App : public ScriptHost {
   uint64_t m_frame = 0;
   uint64_t m_wsGeneration = 0;  // results for an older workspace are dropped
   uint64_t m_seenOutcome = 0;
+  std::string m_openAfterImport;  // workspace to open when the running import is done
+  bool m_switchAfterImport = false;
+  float m_contentScale = 1;    // the window's content scale (GLFW), whatever --scale says
+  WorkspaceUiState m_uiSaved;  // last state written (or read) for the open workspace
+  WorkspaceUiState m_uiPending;
+  std::chrono::steady_clock::time_point m_uiChanged;
+  bool m_viewRestored = false;  // openWorkspace() restored the workspace's last view
+  bool m_uiWriteWarned = false;
   bool m_dataStale = false;  // embed/sae finished: reload the index when the queue is idle
   bool m_quit = false;
   bool m_showShortcuts = false;

@@ -68,10 +68,12 @@ GuiOptions parseGuiOptions(const std::vector<std::string>& args) {
                             "'");
     } else if (flag == "--feature") {
       o.feature = parseInt(flag, next(), 0, (int64_t(1) << 40));
+      o.featureGiven = true;
     } else if (flag == "--rank") {
       o.rank = next();
       if (o.rank != "seed" && o.rank != "raw")
         throw engine::Error("--rank must be seed or raw, got '" + o.rank + "'");
+      o.rankGiven = true;
     } else if (flag == "--screenshot") {
       o.screenshot = next();
       if (o.screenshot.empty()) throw engine::Error("--screenshot needs a file name (FILE.png)");
@@ -90,6 +92,7 @@ GuiOptions parseGuiOptions(const std::vector<std::string>& args) {
         throw engine::Error("--size expects WIDTHxHEIGHT such as 1440x900, got '" + v + "'");
       o.width = static_cast<int>(parseInt(flag, v.substr(0, x), 320, 16384));
       o.height = static_cast<int>(parseInt(flag, v.substr(x + 1), 240, 16384));
+      o.sizeGiven = true;
     } else if (flag == "--scale") {
       o.scale = static_cast<float>(parseDouble(flag, next(), 0, 8));
     } else {
@@ -107,15 +110,18 @@ Opens the desktop workbench: run the pipeline, browse dense vs sparse features.
 
 options:
   --workspace WS           workspace folder to open                  (default: none; pick one in the app)
-  --view V                 pipeline | browser | rating | results     (default: browser when the
-                           workspace has embeddings, else pipeline)
-  --feature F              feature id shown in the browser          (default: 0)
-  --rank R                 browser ranking rule: seed | raw          (default: seed)
+  --view V                 pipeline | browser | rating | results     (default: the workspace's
+                           last view, else browser when it has embeddings, else pipeline)
+  --feature F              feature id shown in the browser          (default: the workspace's
+                           last one, else 0)
+  --rank R                 browser ranking rule: seed | raw          (default: the workspace's
+                           last one, else seed)
   --screenshot FILE.png    render the view, wait until its images and feature index have loaded,
                            save the window as PNG and exit            (default: off)
   --screenshot-timeout S   longest wait for images before the shot   (default: 60)
-  --size WxH               window size                               (default: 1440x900)
-  --scale S                UI scale, 0 = monitor content scale       (default: 0)
+  --size WxH               window size at 100% scale                 (default: the last size,
+                           kept in settings.json, else 1440x900)
+  --scale S                UI scale, 0 = monitor content scale       (default: 0; X11: Xft.dpi/96)
 testing:
   --script FILE            run scripted input (see ui/script.h)      (default: off)
   --state-out FILE.json    write the app state as JSON at exit        (default: off)

@@ -10,7 +10,10 @@ struct GuiOptions {
   std::string workspace;      // "" = none (the last one is NOT reopened implicitly)
   std::string view = "auto";  // auto | pipeline | browser | rating | results
   int64_t feature = 0;
-  std::string rank = "seed";       // seed | raw
+  std::string rank = "seed";  // seed | raw
+  // Whether --feature, --rank, --size were given: given flags win over what the workspace's
+  // ui_state.json and settings.json restore.
+  bool featureGiven = false, rankGiven = false, sizeGiven = false;
   std::string screenshot;          // PNG to write once the view has settled; then exit
   double screenshotTimeout = 60;   // seconds to wait for thumbnails / the index before the shot
   std::string script;              // scripted input file (tests)

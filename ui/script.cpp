@@ -37,7 +37,7 @@ const std::map<std::string, std::pair<size_t, size_t>>& arity() {
       {"wait", {1, 1}}, {"wait-settled", {0, 1}}, {"wait-progress", {0, 1}}, {"wait-idle", {0, 1}},
       {"key", {1, 2}},  {"click", {1, 3}},        {"click-at", {2, 2}},      {"type", {1, 1}},
       {"set", {2, 2}},  {"view", {1, 1}},         {"screenshot", {1, 1}},    {"state", {1, 1}},
-      {"quit", {0, 0}}, {"drop", {1, 8}},
+      {"quit", {0, 0}}, {"drop", {1, 8}},         {"resize", {2, 2}},
   };
   return m;
 }
@@ -232,6 +232,14 @@ bool ScriptRunner::step(ImGuiIO& io) {
     }
     if (c.op == "drop") {
       m_host.scriptDrop(c.args);
+      next();
+      return false;
+    }
+    if (c.op == "resize") {
+      const double w = arg(0, -1), h = arg(1, -1);
+      if (w < 64 || h < 64 || w > 16384 || h > 16384)
+        throw engine::Error("resize expects a width and height from 64 to 16384");
+      m_host.scriptResize(static_cast<int>(w), static_cast<int>(h));
       next();
       return false;
     }

@@ -17,6 +17,7 @@
 //   screenshot FILE         save the window after the next frame
 //   state FILE              write the state JSON now
 //   drop PATH...            drop files/folders onto the window (through GLFW's drop callback)
+//   resize W H              set the window size (screen coordinates), as a user dragging its edge
 //   quit                    close the app
 // A wait that times out, or an unknown widget, stops the script with an error (exit code 1).
 //
@@ -60,6 +61,11 @@ class ScriptHost {
   virtual void scriptDrop(const std::vector<std::string>& paths) {
     (void)paths;
     throw std::runtime_error("drop: not supported by this host");
+  }
+  virtual void scriptResize(int width, int height) {
+    (void)width;
+    (void)height;
+    throw std::runtime_error("resize: not supported by this host");
   }
 };
 

@@ -58,4 +58,48 @@ std::string saveUserConfig(const UserConfig& c) {
   return "";
 }
 
+WorkspaceUiState loadWorkspaceUiState(const std::string& workspaceDir) {
+  WorkspaceUiState s;
+  const std::string path = workspaceDir + "/ui_state.json";
+  try {
+    if (!engine::fileExists(path)) return s;
+    const auto j = nlohmann::json::parse(engine::readFileText(path), nullptr, false);
+    if (!j.is_object()) return s;
+    const auto view = j.find("view");
+    if (view != j.end() && view->is_string()) {
+      const std::string v = view->get<std::string>();
+      if (v == "pipeline" || v == "browser" || v == "rating" || v == "results") s.view = v;
+    }
+    const auto feature = j.find("feature");
+    if (feature != j.end() && feature->is_number_integer() && feature->get<int64_t>() >= 0)
+      s.feature = feature->get<int64_t>();
+    const auto rank = j.find("rank");
+    if (rank != j.end() && rank->is_string()) {
+      const std::string r = rank->get<std::string>();
+      if (r == "seed" || r == "raw") s.rank = r;
+    }
+  } catch (const std::exception&) {
+    // Unreadable (permissions, a folder by that name): the defaults; the app still opens.
+  }
+  return s;
+}
+
+std::string workspaceUiStateJson(const WorkspaceUiState& s) {
+  nlohmann::json j;
+  j["format"] = 1;
+  if (!s.view.empty()) j["view"] = s.view;
+  if (s.feature >= 0) j["feature"] = s.feature;
+  if (!s.rank.empty()) j["rank"] = s.rank;
+  return j.dump(2) + "\n";
+}
+
+std::string saveWorkspaceUiState(const std::string& workspaceDir, const WorkspaceUiState& s) {
+  try {
+    engine::writeFileAtomic(workspaceDir + "/ui_state.json", workspaceUiStateJson(s));
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace ui

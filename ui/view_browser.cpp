@@ -1,4 +1,5 @@
-// ui/view_browser.cpp — dense vs sparse 4x4 grids, navigation, per-feature stats and notes.
+// ui/view_browser.cpp — dense vs sparse 4x4 grids, navigation, per-feature stats and notes (the
+// extras under each grid are in view_browser_extras.cpp).
 //
 // Each grid is composed on the CPU by engine::composeGrid on a loader thread and uploaded as ONE
 // texture: one upload and one draw call per grid, a cache entry per (kind, rule, feature) that
@@ -172,6 +173,9 @@ bool BrowserView::gridsSettled() {
     if (m_feature >= d->index->numFeatures(k)) continue;
     const std::string key = gridKey(k, m_feature);
     if (!m_app.images.get(key) && m_app.images.error(key).empty()) return false;
+    if (!m_showExtras || d->index->quantiles(k, m_feature).empty()) continue;
+    const std::string strip = stripKey(k, m_feature);
+    if (!m_app.images.get(strip) && m_app.images.error(strip).empty()) return false;
   }
   return true;
 }
@@ -234,6 +238,14 @@ void BrowserView::drawToolbar(int64_t count) {
   ImGui::SameLine();
   if (ImGui::RadioButton("raw activation", &r, 1)) rule = engine::RankRule::Raw;
   app.hook("rank_raw");
+
+  ImGui::SameLine(0, 30 * app.scale);
+  ImGui::Checkbox("Details", &m_showExtras);
+  app.hook("details");
+  if (ImGui::IsItemHovered())
+    ImGui::SetTooltip(
+        "Under each grid: images across the activation quantiles, the most correlated "
+        "attributes, the nearest features by decoder cosine (off: larger grids)");
 
   ImGui::SameLine(0, 30 * app.scale);
   exportMenu(app, m_feature, rule);
@@ -366,6 +378,7 @@ void BrowserView::draw() {
     for (auto k : {engine::FeatureKind::Dense, engine::FeatureKind::Sparse}) {
       requestGrid(k, m_feature + 1, true);
       if (m_feature > 0) requestGrid(k, m_feature - 1, true);
+      if (m_showExtras) requestStrip(k, m_feature + 1, true);
     }
   }
   drawDetail();
@@ -414,14 +427,22 @@ void BrowserView::drawPanel(engine::FeatureKind kind, float width, float height)
                         static_cast<long long>(index.numImages()), 100.0 * fs.active / total);
   }
 
-  // The grid: square, as large as the panel allows above the stats block.
-  const float statsH = ImGui::GetTextLineHeightWithSpacing() + 78 * s +
-                       ImGui::GetFrameHeightWithSpacing() + st.ItemSpacing.y * 2 +
-                       st.WindowPadding.y;
-  const float side = std::max(
-      120.0f, std::min(width - st.WindowPadding.x * 2, ImGui::GetContentRegionAvail().y - statsH));
-  const float x0 = ImGui::GetCursorPosX() + (ImGui::GetContentRegionAvail().x - side) / 2;
-  ImGui::SetCursorPosX(std::max(ImGui::GetCursorPosX(), x0));
+  // The grid: square, as large as the panel allows. Without the extras the stats block sits
+  // under it; with them a column beside it holds the stats, histogram and correlated
+  // attributes, and the quantile strip and neighbours run under both.
+  const float contentW = ImGui::GetContentRegionAvail().x;
+  const float colW = 230 * s;
+  const float belowH = m_showExtras ? extrasHeight(contentW) + ImGui::GetFrameHeightWithSpacing() +
+                                          st.ItemSpacing.y + st.WindowPadding.y
+                                    : ImGui::GetTextLineHeightWithSpacing() + 78 * s +
+                                          ImGui::GetFrameHeightWithSpacing() +
+                                          st.ItemSpacing.y * 2 + st.WindowPadding.y;
+  const float maxW = m_showExtras ? contentW - colW - st.ItemSpacing.x : contentW;
+  const float side = std::max(120.0f, std::min(maxW, ImGui::GetContentRegionAvail().y - belowH));
+  if (!m_showExtras) {
+    const float x0 = ImGui::GetCursorPosX() + (contentW - side) / 2;
+    ImGui::SetCursorPosX(std::max(ImGui::GetCursorPosX(), x0));
+  }
   const Texture* tex = requestGrid(kind, m_feature, false);
   const std::string key = gridKey(kind, m_feature);
   if (tex && tex->valid()) {
@@ -478,17 +499,35 @@ void BrowserView::drawPanel(engine::FeatureKind kind, float width, float height)
                 msg.c_str(), nullptr, side - 20);
   }
 
-  // Stats and histogram.
+  // Stats and histogram (beside the grid with the extras, under it without).
   const auto& top = index.top(kind, rule, m_feature);
-  ImGui::Text("mean %.4g   min %.4g   max %.4g", fs.mean, fs.min, fs.max);
-  if (!top.empty()) {
-    ImGui::SameLine();
-    const size_t k = std::min<size_t>(kShown, top.size());
-    ImGui::TextDisabled("   shown: activation %.4g … %.4g", top[k - 1].activation,
-                        top[0].activation);
-  }
+  const size_t shown = std::min<size_t>(kShown, top.size());
   std::vector<long long> hist(fs.histogram.begin(), fs.histogram.end());
-  histogramPlot(sparse ? "hs" : "hd", hist, fs.min, fs.max, 0, 78 * s);
+  if (m_showExtras) {
+    ImGui::SameLine();
+    ImGui::BeginChild(sparse ? "side_sparse" : "side_dense", ImVec2(0, side), false,
+                      ImGuiWindowFlags_NoScrollbar);
+    ImGui::TextWrapped("mean %.4g   min %.4g   max %.4g", fs.mean, fs.min, fs.max);
+    if (shown > 0) {
+      ImGui::PushStyleColor(ImGuiCol_Text, ImGui::GetStyleColorVec4(ImGuiCol_TextDisabled));
+      ImGui::TextWrapped("shown: activation %.4g … %.4g", top[shown - 1].activation,
+                         top[0].activation);
+      ImGui::PopStyleColor();
+    }
+    const float histH = std::clamp(ImGui::GetContentRegionAvail().y * 0.45f, 40 * s, 110 * s);
+    histogramPlot(sparse ? "hs" : "hd", hist, fs.min, fs.max, 0, histH);
+    drawCorrelations(kind, ImGui::GetContentRegionAvail().x, ImGui::GetContentRegionAvail().y);
+    ImGui::EndChild();
+    drawExtras(kind, contentW);
+  } else {
+    ImGui::Text("mean %.4g   min %.4g   max %.4g", fs.mean, fs.min, fs.max);
+    if (shown > 0) {
+      ImGui::SameLine();
+      ImGui::TextDisabled("   shown: activation %.4g … %.4g", top[shown - 1].activation,
+                          top[0].activation);
+    }
+    histogramPlot(sparse ? "hs" : "hd", hist, fs.min, fs.max, 0, 78 * s);
+  }
 
   // Note: saved to WS/notes.json when the field loses focus after an edit.
   const int ki = sparse ? 1 : 0;
