@@ -75,11 +75,15 @@ torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
   const int threads = run.threads > 0 ? run.threads : cores;
   at::set_num_threads(threads);
   // LibTorch's BLAS calls (the SAE's matmuls) run on OpenBLAS's own thread pool when Debian's
-  // libblas.so.3 is OpenBLAS: give it the same count, so --threads N means N busy cores and not
-  // N + nproc. Looked up at run time: whatever libblas.so.3 is installed, this binary still runs.
+  // libblas.so.3 is OpenBLAS, beside LibTorch's OpenMP pool: never more than --threads, and one on
+  // machines of 1-2 threads, where the two pools fight (measured on 2 cores: an SAE epoch of
+  // 202,599 x 512 took 14.0 s with 2 BLAS threads, 9.0 s with 1). SAESCOPE_BLAS_THREADS overrides.
+  // Looked up at run time: whatever libblas.so.3 is installed, this binary still runs.
   using SetThreads = void (*)(int);
-  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
-    f(threads);
+  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    const char* env = std::getenv("SAESCOPE_BLAS_THREADS");
+    f(env ? std::max(1, std::atoi(env)) : (threads <= 2 ? 1 : threads));
+  }
   std::string dev = run.device.empty() ? "auto" : run.device;
   torch::Device device(torch::kCPU);
   if (dev == "auto") {
