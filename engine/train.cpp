@@ -125,7 +125,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
   // Check the data before creating anything: a wrong --data leaves no empty workspace behind.
   ctx.log("scanning " + cfg.data + " ...");
   const Dataset data = scanDataset(cfg.data);
-  if (!cfg.weights.empty() && !fileExists(cfg.weights))
+  if (!cfg.resume && !cfg.weights.empty() && !fileExists(cfg.weights))
     throw Error("--weights " + cfg.weights + ": no such file");
   Workspace ws = Workspace::open(cfg.workspace, /*create=*/true);
   runStage(ws, "train", [&] {
