@@ -83,6 +83,19 @@ Fixture& fixture() {
   return f;
 }
 
+// Runs the app on `ws` (1280x800) with the script `text` and returns the state it wrote at exit;
+// the app's log (tmp/log.txt) is shown when it fails.
+json runScripted(const std::string& ws, const std::string& text, testutil::TempDir& tmp) {
+  const std::string script = tmp.str("run.script"), state = tmp.str("state.json");
+  engine::writeFileAtomic(script, text);
+  const int rc = runGui("--workspace " + q(ws) + " --size 1280x800 --script " + q(script) +
+                            " --state-out " + q(state),
+                        tmp.str("log.txt"));
+  INFO(slurp(tmp.str("log.txt")));
+  REQUIRE(rc == 0);
+  return json::parse(slurp(state));
+}
+
 std::string stage(const json& state, const std::string& name) {
   for (const auto& s : state["stages"])
     if (s["name"] == name) return s["status"];
@@ -123,17 +136,11 @@ TEST_SUITE("gui") {
     Fixture& f = fixture();
     const std::string ws = f.workspace("ws-drop-sae", false);
     testutil::TempDir tmp("gui-drop-sae");
-    const std::string script = tmp.str("drop.script");
-    engine::writeFileAtomic(script, "wait-settled 60\ndrop " + f.sae +
-                                        "\nwait 2\nwait-idle 120\nwait 5\nwait-settled 120\n"
-                                        "view browser\nwait-settled 120\nquit\n");
-    const std::string state = tmp.str("state.json");
-    const int rc = runGui("--workspace " + q(ws) + " --size 1280x800 --script " + q(script) +
-                              " --state-out " + q(state),
-                          tmp.str("log.txt"));
-    INFO(slurp(tmp.str("log.txt")));
-    REQUIRE(rc == 0);
-    const json s = json::parse(slurp(state));
+    const json s = runScripted(ws,
+                               "wait-settled 60\ndrop " + f.sae +
+                                   "\nwait 2\nwait-idle 120\nwait 5\nwait-settled 120\n"
+                                   "view browser\nwait-settled 120\nquit\n",
+                               tmp);
     CHECK(s["script_error"] == "");
     CHECK(s["job"]["last"]["name"] == "import");
     CHECK(s["job"]["last"]["state"] == "done");
@@ -246,18 +253,11 @@ TEST_SUITE("gui") {
                 {"weight_decoder", engine::TensorData::fromFloat({kF, 32}, wd.data())},
                 {"bias_encoder", engine::TensorData::fromFloat({kF}, be.data())},
                 {"bias_decoder", engine::TensorData::fromFloat({32}, bd.data())}});
-    const std::string script = tmp.str("fail.script");
-    engine::writeFileAtomic(script, "wait-settled 60\nclick ws_import\nwait 3\nset import.sae " +
-                                        sae32 +
-                                        "\nwait 2\nwait-settled 60\nclick import_run\nwait 2\n"
-                                        "wait-idle 60\nwait 3\nquit\n");
-    const std::string state = tmp.str("state.json");
-    const int rc = runGui("--workspace " + q(ws) + " --size 1280x800 --script " + q(script) +
-                              " --state-out " + q(state),
-                          tmp.str("log.txt"));
-    INFO(slurp(tmp.str("log.txt")));
-    REQUIRE(rc == 0);
-    const json s = json::parse(slurp(state));
+    const json s = runScripted(ws,
+                               "wait-settled 60\nclick ws_import\nwait 3\nset import.sae " + sae32 +
+                                   "\nwait 2\nwait-settled 60\nclick import_run\nwait 2\n"
+                                   "wait-idle 60\nwait 3\nquit\n",
+                               tmp);
     CHECK(s["script_error"] == "");
     // Prefilled from the open workspace.
     CHECK(s["import"]["fields"]["workspace"]["value"] == fs::path(ws).lexically_normal().string());
@@ -277,18 +277,13 @@ TEST_SUITE("gui") {
     Fixture& f = fixture();
     const std::string ws = f.workspace("ws-dialog-drop", false);
     testutil::TempDir tmp("gui-import-drop");
-    const std::string script = tmp.str("drop.script");
     // The SAE lands in the first empty field (Embeddings), the embeddings in the next (SAE):
     // their checks swap them.
-    engine::writeFileAtomic(script, "wait-settled 60\nclick ws_import\nwait 3\ndrop " + f.sae +
-                                        " " + f.emb + "\nwait 3\nwait-settled 60\nstate " +
-                                        tmp.str("filled.json") + "\nkey Escape\nwait 3\nquit\n");
-    const std::string state = tmp.str("state.json");
-    const int rc = runGui("--workspace " + q(ws) + " --size 1280x800 --script " + q(script) +
-                              " --state-out " + q(state),
-                          tmp.str("log.txt"));
-    INFO(slurp(tmp.str("log.txt")));
-    REQUIRE(rc == 0);
+    const json s = runScripted(ws,
+                               "wait-settled 60\nclick ws_import\nwait 3\ndrop " + f.sae + " " +
+                                   f.emb + "\nwait 3\nwait-settled 60\nstate " +
+                                   tmp.str("filled.json") + "\nkey Escape\nwait 3\nquit\n",
+                               tmp);
     const json filled = json::parse(slurp(tmp.str("filled.json")));
     CHECK(filled["import"]["fields"]["embeddings"]["value"] == f.emb);
     CHECK(filled["import"]["fields"]["sae"]["value"] == f.sae);
@@ -296,7 +291,6 @@ TEST_SUITE("gui") {
     CHECK(filled["import"]["fields"]["sae"]["ok"] == true);
     CHECK(filled["import"]["blocker"] == "");
     // Nothing was imported: a drop onto the dialog only fills it; Escape closes it.
-    const json s = json::parse(slurp(state));
     CHECK(s["script_error"] == "");
     CHECK(s["import"]["open"] == false);
     CHECK(s["job"]["last"]["id"] == 0);
