@@ -140,7 +140,8 @@ int cmdEmbed(const std::vector<std::string>& args) {
   return 0;
 }
 
-static void buildIndex(const std::string& ws, engine::JobContext& ctx) {
+static void buildIndex(const std::string& ws, int threads, engine::JobContext& ctx) {
+  engine::configureThreads(threads);
   engine::FeatureIndex::loadOrBuild(ws, ctx);
   ctx.log("index: top-" + std::to_string(engine::FeatureIndex::kStoredK) + " lists cached in " +
           ws + "/index/");
@@ -163,7 +164,7 @@ int cmdSae(const std::vector<std::string>& args) {
   requireWorkspace(s.workspace);
   if (!use.empty()) {
     engine::selectSae(s.workspace, use);
-    runWithProgress([&](engine::JobContext& ctx) { buildIndex(s.workspace, ctx); });
+    runWithProgress([&](engine::JobContext& ctx) { buildIndex(s.workspace, s.run.threads, ctx); });
     std::printf("current SAE: %s\n", use.c_str());
     return 0;
   }
@@ -186,7 +187,7 @@ int cmdSae(const std::vector<std::string>& args) {
       }
   runWithProgress([&](engine::JobContext& ctx) {
     for (const auto& r : runs) engine::runSae(r, ctx);
-    buildIndex(s.workspace, ctx);
+    buildIndex(s.workspace, s.run.threads, ctx);
   });
   if (runs.size() > 1) {
     const engine::Workspace w = engine::Workspace::open(s.workspace, false);
@@ -227,7 +228,7 @@ int cmdRun(const std::vector<std::string>& args) {
     engine::runTrain(t, ctx);
     engine::runEmbed(e, ctx);
     engine::runSae(s, ctx);
-    buildIndex(t.workspace, ctx);
+    buildIndex(t.workspace, t.run.threads, ctx);
   });
   std::printf(
       "workspace ready: %s\n  try: saescope topk --workspace %s --kind sparse --feature 0\n",

@@ -45,6 +45,7 @@ RankRule parseRank(const std::string& s, const std::string& flag) {
 namespace {
 
 constexpr int64_t kChunk = 4096;
+constexpr int64_t kFeatureBlock = 16;  // features per unit of the scan's work
 
 struct FileStamp {
   int64_t size = -1, mtimeNs = 0;
@@ -82,6 +83,18 @@ class TopKeeper {
       std::push_heap(m_heap.begin(), m_heap.end(), worse);
     }
   }
+  // For a stream of non-negative scores whose exact zeros were not offered (the sparse scan
+  // skips them): completes the list with zero entries at the lowest image indices not already
+  // held, as offering every zero would have. Called once, after all `rows` rows were streamed.
+  // When the list is not full, every positive score is held, so the rows not held were zeros.
+  void fillZeros(int64_t rows) {
+    if (full()) return;
+    std::vector<int64_t> held;
+    for (const TopEntry& e : m_heap) held.push_back(e.index);
+    std::sort(held.begin(), held.end());
+    for (int64_t r = 0; r < rows && !full(); ++r)
+      if (!std::binary_search(held.begin(), held.end(), r)) offer({r, 0.f, 0.f});
+  }
   std::vector<TopEntry> sorted() const {
     std::vector<TopEntry> out = m_heap;
     std::sort(out.begin(), out.end(), [](const TopEntry& a, const TopEntry& b) {
@@ -99,51 +112,6 @@ class TopKeeper {
   std::vector<TopEntry> m_heap;
 };
 
-// Running statistics with a histogram whose range doubles as larger values arrive.
-struct StatAccumulator {
-  int64_t active = 0, count = 0;
-  double sum = 0;
-  float min = INFINITY, max = -INFINITY;
-  bool symmetric = false;  // range [-h, h] (dense) or [0, h] (sparse)
-  float h = 0;
-  std::vector<int64_t> hist = std::vector<int64_t>(FeatureIndex::kHistBins, 0);
-
-  void add(float v) {
-    ++count;
-    sum += v;
-    if (v > 0) ++active;
-    min = std::min(min, v);
-    max = std::max(max, v);
-    const float a = symmetric ? std::abs(v) : std::max(v, 0.f);
-    if (h == 0 && a > 0) h = a;
-    while (a > h) grow();
-    hist[bin(v)]++;
-  }
-  int bin(float v) const {
-    const int n = FeatureIndex::kHistBins;
-    if (h == 0) return symmetric ? n / 2 : 0;
-    const float lo = symmetric ? -h : 0.f;
-    const int b = static_cast<int>((v - lo) / (h - lo) * n);
-    return std::clamp(b, 0, n - 1);
-  }
-  void grow() {
-    const int n = FeatureIndex::kHistBins;
-    std::vector<int64_t> next(n, 0);
-    for (int i = 0; i < n; ++i) next[symmetric ? n / 4 + i / 2 : i / 2] += hist[i];
-    hist.swap(next);
-    h *= 2;
-  }
-  FeatureStats finish() const {
-    FeatureStats s;
-    s.active = active;
-    s.mean = count ? sum / count : 0;
-    s.min = count ? min : 0;
-    s.max = count ? max : 0;
-    s.histogram = hist;
-    return s;
-  }
-};
-
 // Bins of one feature's active values and the lowest-index image in each bin, for the quantile
 // samples (the rule is in features.h at QuantileSample). Bins are allocated on the first active
 // value, so dead features cost nothing (about 12 KB per live feature while the index is built).
@@ -151,25 +119,24 @@ struct StatAccumulator {
 // the range doubled is exactly its old bin merged, and the edges are exact.
 struct QuantileAccumulator {
   static constexpr int kBins = FeatureIndex::kQuantileBins;
-  struct Bin {
-    int64_t count = 0;
-    int64_t first = -1;  // lowest image index in the bin
-    float firstAct = 0;  // its activation
-  };
   bool symmetric = false;  // dense: bins over [-h, h); sparse: active values over [0, h)
   float h = 0, inv = 0;    // inv = 1 / h
   int64_t n = 0;
-  std::vector<Bin> bins;
+  // Per bin: its count, and the lowest image index in it with that image's activation. Apart, so
+  // that the counts touched by every value are dense in cache (4 KB per feature).
+  std::vector<int64_t> count, first;
+  std::vector<float> firstAct;
 
+  bool empty() const { return count.empty(); }
   void add(float v, int64_t row) {
     if (symmetric ? !std::isfinite(v) : !(v > 0 && std::isfinite(v))) return;
-    if (bins.empty()) bins.resize(kBins);
+    if (count.empty()) count.assign(kBins, 0), first.assign(kBins, -1), firstAct.assign(kBins, 0);
     ++n;
     const float a = std::abs(v);
     if (h == 0 && a > 0) setRange(std::ldexp(1.0f, std::ilogb(a) + 1));
     while (a >= h && h > 0 && std::isfinite(h)) grow();
-    Bin& b = bins[bin(v)];
-    if (b.count++ == 0) b.first = row, b.firstAct = v;
+    const int b = bin(v);
+    if (count[b]++ == 0) first[b] = row, firstAct[b] = v;
   }
   void setRange(float range) {
     h = range;
@@ -177,8 +144,7 @@ struct QuantileAccumulator {
   }
   int bin(float v) const {
     const float x = v * inv;  // dense zeros before any nonzero value: 0, the middle bin
-    const int b = symmetric ? kBins / 2 + static_cast<int>(std::floor(x * (kBins / 2)))
-                            : static_cast<int>(std::floor(x * kBins));
+    const int b = symmetric ? kBins / 2 + floorToInt(x * (kBins / 2)) : floorToInt(x * kBins);
     return std::clamp(b, 0, kBins - 1);
   }
   float edge(int b) const {
@@ -186,15 +152,17 @@ struct QuantileAccumulator {
                      : h * (static_cast<float>(b) / kBins);
   }
   void grow() {
-    std::vector<Bin> next(kBins);
+    std::vector<int64_t> c(kBins, 0), f(kBins, -1);
+    std::vector<float> fa(kBins, 0);
     for (int i = 0; i < kBins; ++i) {
-      const Bin& b = bins[i];
-      if (b.count == 0) continue;
-      Bin& m = next[symmetric ? kBins / 4 + i / 2 : i / 2];
-      if (m.count == 0 || b.first < m.first) m.first = b.first, m.firstAct = b.firstAct;
-      m.count += b.count;
+      if (count[i] == 0) continue;
+      const int m = symmetric ? kBins / 4 + i / 2 : i / 2;
+      if (c[m] == 0 || first[i] < f[m]) f[m] = first[i], fa[m] = firstAct[i];
+      c[m] += count[i];
     }
-    bins.swap(next);
+    count.swap(c);
+    first.swap(f);
+    firstAct.swap(fa);
     setRange(h * 2);
   }
   std::vector<QuantileSample> finish() const {
@@ -206,13 +174,67 @@ struct QuantileAccumulator {
       int64_t cum = 0;
       int b = 0;
       for (; b < kBins - 1; ++b) {
-        cum += bins[b].count;
+        cum += count[b];
         if (cum > rank) break;
       }
-      if (!out.empty() && out.back().index == bins[b].first) continue;
-      out.push_back({q, bins[b].first, bins[b].firstAct, edge(b), edge(b + 1)});
+      if (!out.empty() && out.back().index == first[b]) continue;
+      out.push_back({q, first[b], firstAct[b], edge(b), edge(b + 1)});
     }
     return out;
+  }
+
+ private:
+  // floor() of a value in int range, without a libm call on baseline x86-64 (no SSE4.1 round).
+  static int floorToInt(float y) {
+    const int t = static_cast<int>(y);
+    return t - (y < static_cast<float>(t));
+  }
+};
+
+// Count, sum, extremes and positives of one feature. Its histogram is made at the end from the
+// quantile bins (merged a power of two at a time), so it costs nothing per value and its bin
+// edges are exact.
+struct StatAccumulator {
+  int64_t active = 0, count = 0;
+  int64_t zeros = 0;  // exact zeros not passed to add() (the sparse scan skips them)
+  double sum = 0;
+  float min = INFINITY, max = -INFINITY;
+
+  void add(float v) {
+    ++count;
+    sum += v;
+    active += v > 0;
+    min = std::min(min, v);
+    max = std::max(max, v);
+  }
+  // q: the feature's quantile bins (null without details); symmetric: dense.
+  FeatureStats finish(const QuantileAccumulator* q, bool symmetric) const {
+    FeatureStats s;
+    const int64_t all = count + zeros;
+    s.active = active;
+    s.mean = all ? sum / all : 0;
+    s.min = count ? (zeros ? std::min(min, 0.f) : min) : 0;
+    s.max = count ? (zeros ? std::max(max, 0.f) : max) : 0;
+    constexpr int nh = FeatureIndex::kHistBins, nq = FeatureIndex::kQuantileBins;
+    s.histogram.assign(nh, 0);
+    const int64_t binned = q && !q->empty() ? q->n : 0;
+    const int64_t unbinned = all - binned;  // sparse: the zeros
+    if (binned > 0) {
+      // The occupied quantile bins [i0, i1] (sparse with zeros: from 0), merged g at a time with
+      // g the smallest power of two that fits them in nh bins: a tight range with exact edges.
+      int i0 = nq, i1 = 0;
+      for (int i = 0; i < nq; ++i)
+        if (q->count[i] > 0) i0 = std::min(i0, i), i1 = i;
+      if (!symmetric && unbinned > 0) i0 = 0;
+      int g = 1;
+      while (i1 / g - i0 / g + 1 > nh) g *= 2;
+      const int start = i0 / g * g;
+      for (int i = start; i <= i1; ++i) s.histogram[(i - start) / g] += q->count[i];
+      s.histLo = q->edge(start);
+      s.histHi = q->edge(start + nh * g);
+    }
+    if (!symmetric) s.histogram[0] += unbinned;  // zeros: in the first bin, which starts at 0
+    return s;
   }
 };
 
@@ -239,13 +261,12 @@ class KindScanner {
  public:
   // `details`: also quantile bins (and, given labels, correlations) for the full index.
   KindScanner(int64_t features, int k, bool symmetric, int64_t onlyFeature, bool details = false)
-      : m_only(onlyFeature) {
+      : m_symmetric(symmetric), m_only(onlyFeature) {
     const int64_t nf = onlyFeature >= 0 ? 1 : features;
     for (int64_t f = 0; f < nf; ++f) {
       m_seed.emplace_back(k);
       m_raw.emplace_back(k);
       m_stats.emplace_back();
-      m_stats.back().symmetric = symmetric;
     }
     if (details) {
       m_quant.resize(nf);
@@ -260,31 +281,71 @@ class KindScanner {
            const int8_t* matched = nullptr) {
     const int64_t f0 = m_only >= 0 ? m_only : 0;
     const int64_t nf = static_cast<int64_t>(m_seed.size());
-    at::parallel_for(0, nf, 16, [&](int64_t b, int64_t e) {
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* row = act + r * features;
-        // Divide (not multiply by a reciprocal) so scores round exactly as F.normalize's do:
-        // exact ties must stay ties for the reference tie-break by index.
-        const float denom = std::max(norms[r], 1e-12f);
-        for (int64_t j = b; j < e; ++j) {
-          const float v = row[f0 + j];
-          m_stats[j].add(v);
-          if (!m_quant.empty()) m_quant[j].add(v, row0 + r);
-          if (matched && matched[r] && v != 0) {
-            m_corr.sa[j] += v;
-            m_corr.saa[j] += static_cast<double>(v) * v;
+    m_rows += rows;
+    // Divide (not multiply by a reciprocal) so scores round exactly as F.normalize's do: exact
+    // ties must stay ties for the reference tie-break by index.
+    std::vector<float> denom(rows);
+    for (int64_t r = 0; r < rows; ++r) denom[r] = std::max(norms[r], 1e-12f);
+    auto isMatched = [&](int64_t r) { return matched && matched[r]; };
+    at::parallel_for(0, nf, kFeatureBlock, [&](int64_t b, int64_t e) {
+      if (m_symmetric) {
+        // Dense: every value is visited, a block of features at a time over all rows, so that
+        // the block's accumulators stay in cache.
+        for (int64_t jb = b; jb < e; jb += kFeatureBlock) {
+          const int64_t je = std::min(e, jb + kFeatureBlock);
+          for (int64_t r = 0; r < rows; ++r) {
+            const float* row = act + r * features + f0;
+            for (int64_t j = jb; j < je; ++j) visit(j, row[j], denom[r], row0 + r, isMatched(r));
           }
-          const float s = v / denom;
-          if (s > m_seed[j].threshold() || !m_seed[j].full()) m_seed[j].offer({row0 + r, s, v});
-          if (v > m_raw[j].threshold() || !m_raw[j].full()) m_raw[j].offer({row0 + r, v, v});
+        }
+        return;
+      }
+      // Sparse: mostly exact zeros, streamed row by row. All-zero runs of 16 are skipped by
+      // their bit patterns; finish() accounts for the zeros.
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* row = act + r * features + f0;
+        for (int64_t j16 = b; j16 < e; j16 += 16) {
+          const int64_t j16e = std::min(e, j16 + 16);
+          uint32_t bits = 0;
+          for (int64_t j = j16; j < j16e; ++j) {
+            uint32_t u;
+            std::memcpy(&u, row + j, sizeof u);
+            bits |= u;
+          }
+          if (bits == 0) continue;
+          for (int64_t j = j16; j < j16e; ++j)  // NaN counts as nonzero: visited like any value
+            if (row[j] != 0) visit(j, row[j], denom[r], row0 + r, isMatched(r));
         }
       }
     });
   }
+  // After the last add(): the skipped zeros into the statistics and top lists.
+  void finish() {
+    if (m_symmetric) return;
+    for (size_t j = 0; j < m_seed.size(); ++j) {
+      m_stats[j].zeros = m_rows - m_stats[j].count;
+      m_seed[j].fillZeros(m_rows);
+      m_raw[j].fillZeros(m_rows);
+    }
+  }
   // act: [rows, F] float CPU; yc: the rows' centred labels (see CorrelationAccumulator::add).
   void addCorrelation(const torch::Tensor& act, const torch::Tensor& yc) { m_corr.add(act, yc); }
+  // One value of feature j (local index) in image `index`.
+  void visit(int64_t j, float v, float denom, int64_t index, bool matched) {
+    m_stats[j].add(v);
+    if (!m_quant.empty()) m_quant[j].add(v, index);
+    if (matched && v != 0) {
+      m_corr.sa[j] += v;
+      m_corr.saa[j] += static_cast<double>(v) * v;
+    }
+    const float s = v / denom;
+    if (s > m_seed[j].threshold() || !m_seed[j].full()) m_seed[j].offer({index, s, v});
+    if (v > m_raw[j].threshold() || !m_raw[j].full()) m_raw[j].offer({index, v, v});
+  }
   std::vector<TopKeeper> m_seed, m_raw;
   std::vector<StatAccumulator> m_stats;
+  bool m_symmetric;
+  int64_t m_rows = 0;  // rows streamed so far
   std::vector<QuantileAccumulator> m_quant;
   CorrelationAccumulator m_corr;
   int64_t m_only;
@@ -471,9 +532,18 @@ void scan(const Sources& src, KindScanner* dense, KindScanner* sparse, JobContex
       if (corr) dense->addCorrelation(raw, yc);
     }
     if (sparse) {
-      const torch::Tensor x = l2normalizeRows(raw);
-      const torch::Tensor f = torch::relu(torch::addmm(src.be, x - src.bd, src.we)).contiguous();
-      const torch::Tensor fn = f.norm(2, 1).contiguous();
+      const torch::Tensor xc = l2normalizeRows(raw) - src.bd;
+      const torch::Tensor f = torch::empty({e - s, src.we.size(1)}, torch::kFloat32);
+      const torch::Tensor fn = torch::empty({e - s}, torch::kFloat32);
+      // One product per thread over its rows: the BLAS runs single-threaded on small machines
+      // (see setupDevice), so one large product would leave the other cores idle.
+      const int64_t grain = singleThreadedBlas() ? 256 : e - s;
+      at::parallel_for(0, e - s, grain, [&](int64_t b, int64_t en) {
+        torch::Tensor out = f.slice(0, b, en);
+        torch::addmm_out(out, src.be, xc.slice(0, b, en), src.we);
+        out.relu_();
+        fn.slice(0, b, en).copy_(out.norm(2, 1));
+      });
       sparse->add(f.data_ptr<float>(), fn.data_ptr<float>(), e - s, f.size(1), s, m);
       if (corr) sparse->addCorrelation(f, yc);
     }
@@ -481,8 +551,8 @@ void scan(const Sources& src, KindScanner* dense, KindScanner* sparse, JobContex
   }
 }
 
-// 02: quantile samples, attribute correlations.
-constexpr char kIndexMagic[8] = {'S', 'A', 'E', 'I', 'D', 'X', '0', '2'};
+// 02: quantile samples, attribute correlations. 03: histogram range.
+constexpr char kIndexMagic[8] = {'S', 'A', 'E', 'I', 'D', 'X', '0', '3'};
 
 template <typename T>
 void put(std::vector<uint8_t>& out, const T& v) {
@@ -537,6 +607,8 @@ void saveIndex(const Workspace& ws, const FeatureIndex& idx) {
       put<double>(out, s.mean);
       put<float>(out, s.min);
       put<float>(out, s.max);
+      put<float>(out, s.histLo);
+      put<float>(out, s.histHi);
       for (int64_t c : s.histogram) put<int64_t>(out, c);
     }
     for (const auto& list : idx.m_quantiles[k]) {
@@ -599,6 +671,8 @@ std::shared_ptr<FeatureIndex> tryLoadIndex(const Workspace& ws) {
         s.mean = rd.get<double>();
         s.min = rd.get<float>();
         s.max = rd.get<float>();
+        s.histLo = rd.get<float>();
+        s.histHi = rd.get<float>();
         s.histogram.resize(FeatureIndex::kHistBins);
         for (auto& c : s.histogram) c = rd.get<int64_t>();
       }
@@ -658,6 +732,8 @@ std::shared_ptr<FeatureIndex> buildFrom(const Workspace& ws, const Sources& src,
   if (src.haveSae)
     sparse = std::make_unique<KindScanner>(f, FeatureIndex::kStoredK, false, -1, true);
   scan(src, &dense, sparse.get(), ctx, &labels);
+  dense.finish();
+  if (sparse) sparse->finish();
   auto idx = std::make_shared<FeatureIndex>();
   idx->m_numImages = n;
   idx->m_numDense = d;
@@ -669,7 +745,8 @@ std::shared_ptr<FeatureIndex> buildFrom(const Workspace& ws, const Sources& src,
     if (!scanners[k]) continue;
     for (auto& t : scanners[k]->m_seed) idx->m_top[k][0].push_back(t.sorted());
     for (auto& t : scanners[k]->m_raw) idx->m_top[k][1].push_back(t.sorted());
-    for (auto& s : scanners[k]->m_stats) idx->m_stats[k].push_back(s.finish());
+    for (size_t j = 0; j < scanners[k]->m_stats.size(); ++j)
+      idx->m_stats[k].push_back(scanners[k]->m_stats[j].finish(&scanners[k]->m_quant[j], k == 0));
     for (auto& q : scanners[k]->m_quant) idx->m_quantiles[k].push_back(q.finish());
     idx->m_corr[k] = correlations(scanners[k]->m_corr, labels, k == 0 ? d : f);
   }
@@ -819,6 +896,7 @@ std::vector<TopEntry> computeTopK(const std::string& workspace, FeatureKind kind
   KindScanner scanner(nf, k, kind == FeatureKind::Dense, feature);
   scan(src, kind == FeatureKind::Dense ? &scanner : nullptr,
        kind == FeatureKind::Sparse ? &scanner : nullptr, quiet);
+  scanner.finish();
   return (rule == RankRule::Seed ? scanner.m_seed : scanner.m_raw)[0].sorted();
 }
 

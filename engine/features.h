@@ -35,7 +35,11 @@ struct FeatureStats {
   int64_t active = 0;  // images with activation > 0 (dense: > 0 as well)
   double mean = 0;
   float min = 0, max = 0;
-  std::vector<int64_t> histogram;  // kHistBins bins over [min, max]
+  // kHistBins equal bins over [histLo, histHi), fitted to the values: unions of the quantile bins
+  // (QuantileSample), so the edges are exact; sparse: from 0, the zeros in the first bin. Both 0
+  // when no value was binned.
+  std::vector<int64_t> histogram;
+  float histLo = 0, histHi = 0;
 };
 
 // One image sampled at a quantile of a feature's active distribution. The active values (sparse:

@@ -21,6 +21,11 @@ struct RunOptions {
   uint64_t seed = 0;
 };
 
+// Sets the calling thread's LibTorch thread count (0: all cores) and the CPU BLAS's threads to
+// match without oversubscribing (see setupDevice); for work outside the stages, such as building
+// the feature index. LibTorch's count is per thread with OpenMP: call it on the worker.
+void configureThreads(int threads);
+
 struct TrainConfig {
   std::string data;  // image folder
   std::string workspace;

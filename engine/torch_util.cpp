@@ -70,9 +70,16 @@ TensorData fromTorch(const torch::Tensor& t) {
   return out;
 }
 
-torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
+bool singleThreadedBlas() {
+  using GetThreads = int (*)();
+  static const auto get =
+      reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return !get || get() <= 1;
+}
+
+void configureThreads(int threadsWanted) {
   const int cores = std::max(1u, std::thread::hardware_concurrency());
-  const int threads = run.threads > 0 ? run.threads : cores;
+  const int threads = threadsWanted > 0 ? threadsWanted : cores;
   at::set_num_threads(threads);
   // LibTorch's BLAS calls (the SAE's matmuls) run on OpenBLAS's own thread pool when Debian's
   // libblas.so.3 is OpenBLAS, beside LibTorch's OpenMP pool: never more than --threads, and one on
@@ -84,6 +91,10 @@ torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
     const char* env = std::getenv("SAESCOPE_BLAS_THREADS");
     f(env ? std::max(1, std::atoi(env)) : (threads <= 2 ? 1 : threads));
   }
+}
+
+torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
+  configureThreads(run.threads);
   std::string dev = run.device.empty() ? "auto" : run.device;
   torch::Device device(torch::kCPU);
   if (dev == "auto") {

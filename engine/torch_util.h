@@ -18,6 +18,10 @@ TensorData fromTorch(const torch::Tensor& t);
 // Resolves --device and sets the thread count (both thread-local and LibTorch-global settings).
 // Call on the worker thread that runs the job.
 torch::Device setupDevice(const RunOptions& run, JobContext* ctx);
+// True when the CPU BLAS runs one thread per call (OpenBLAS set so by setupDevice on 1-2 threads,
+// or a BLAS without OpenBLAS's thread control): large products are then worth splitting over
+// LibTorch's threads by the caller.
+bool singleThreadedBlas();
 
 // Loads a state dict (torch.save'd zip checkpoint or safetensors) into `module`'s parameters and
 // buffers by name. `skip` names keys to ignore (e.g. "fc.weight"). Strict otherwise: a missing or

@@ -97,6 +97,18 @@ json quantilesJson(const engine::FeatureIndex& idx) {
       lists.push_back(list);
     }
     out[engine::kindName(kind)]["quantiles"] = lists;
+    json stats = json::array();
+    for (int64_t f = 0; f < idx.numFeatures(kind); ++f) {
+      const auto& st = idx.stats(kind, f);
+      stats.push_back({{"active", st.active},
+                       {"mean", st.mean},
+                       {"min", st.min},
+                       {"max", st.max},
+                       {"lo", st.histLo},
+                       {"hi", st.histHi},
+                       {"histogram", st.histogram}});
+    }
+    out[engine::kindName(kind)]["stats"] = stats;
   }
   return out;
 }
@@ -112,7 +124,7 @@ json runOracle(const std::string& ws, const json& quantiles) {
 
 }  // namespace
 
-TEST_CASE("quantile samples, attribute correlations and decoder neighbours equal numpy's") {
+TEST_CASE("quantile samples, stats and histograms, attribute correlations and decoder neighbours equal numpy's") {
   testutil::TempDir dir("feature-details");
   const std::string ws = dir.str();
   const int64_t matched = makeWorkspace(ws);
@@ -139,6 +151,13 @@ TEST_CASE("quantile samples, attribute correlations and decoder neighbours equal
     json& median = wrong["sparse"]["quantiles"][1][4];
     median["index"] = idx->top(FeatureKind::Sparse, engine::RankRule::Raw, 1)[0].index;
     CHECK(runOracle(ws, wrong)["errors"].size() >= 1);
+    // Nor for histograms: one value moved to the neighbouring bin is caught.
+    json moved = quantilesJson(*idx);
+    json& hist = moved["dense"]["stats"][0]["histogram"];
+    REQUIRE(hist[16].get<int64_t>() > 0);
+    hist[15] = hist[15].get<int64_t>() + 1;
+    hist[16] = hist[16].get<int64_t>() - 1;
+    CHECK(runOracle(ws, moved)["errors"].size() >= 1);
   }
 
   SUBCASE("correlations: binary varying columns, matched images, Pearson r") {
@@ -193,7 +212,7 @@ TEST_CASE("quantile samples, attribute correlations and decoder neighbours equal
     CHECK(idx->nearestByDecoder(3, 50).size() == kF - 2);  // all others but the zero row
   }
 
-  SUBCASE("the cache keeps them; a version-01 cache or another attribute file is rebuilt") {
+  SUBCASE("the cache keeps them; a version-02 cache or another attribute file is rebuilt") {
     const std::string cache = ws + "/index/features.idx";
     const auto cached = engine::FeatureIndex::loadOrBuild(ws, ctx);
     CHECK(quantilesJson(*cached) == quantilesJson(*idx));
@@ -208,12 +227,12 @@ TEST_CASE("quantile samples, attribute correlations and decoder neighbours equal
     CHECK(cached->nearestByDecoder(2, 3)[0].feature == 9);
 
     std::vector<uint8_t> bytes = engine::readFileBytes(cache);
-    REQUIRE(std::memcmp(bytes.data(), "SAEIDX02", 8) == 0);
-    bytes[7] = '1';  // what the previous format wrote
+    REQUIRE(std::memcmp(bytes.data(), "SAEIDX03", 8) == 0);
+    bytes[7] = '2';  // what the previous format wrote
     engine::writeFileAtomic(cache, bytes.data(), bytes.size());
     const auto rebuilt = engine::FeatureIndex::loadOrBuild(ws, ctx);
     CHECK(quantilesJson(*rebuilt) == quantilesJson(*idx));
-    CHECK(engine::readFileBytes(cache)[7] == '2');
+    CHECK(engine::readFileBytes(cache)[7] == '3');
 
     engine::Workspace::open(ws, false).updateManifest([](json& m) { m.erase("attributes_file"); });
     const auto noAttrs = engine::FeatureIndex::loadOrBuild(ws, ctx);

@@ -515,7 +515,7 @@ void BrowserView::drawPanel(engine::FeatureKind kind, float width, float height)
       ImGui::PopStyleColor();
     }
     const float histH = std::clamp(ImGui::GetContentRegionAvail().y * 0.45f, 40 * s, 110 * s);
-    histogramPlot(sparse ? "hs" : "hd", hist, fs.min, fs.max, 0, histH);
+    histogramPlot(sparse ? "hs" : "hd", hist, fs.histLo, fs.histHi, 0, histH);
     drawCorrelations(kind, ImGui::GetContentRegionAvail().x, ImGui::GetContentRegionAvail().y);
     ImGui::EndChild();
     drawExtras(kind, contentW);
@@ -526,7 +526,7 @@ void BrowserView::drawPanel(engine::FeatureKind kind, float width, float height)
       ImGui::TextDisabled("   shown: activation %.4g … %.4g", top[shown - 1].activation,
                           top[0].activation);
     }
-    histogramPlot(sparse ? "hs" : "hd", hist, fs.min, fs.max, 0, 78 * s);
+    histogramPlot(sparse ? "hs" : "hd", hist, fs.histLo, fs.histHi, 0, 78 * s);
   }
 
   // Note: saved to WS/notes.json when the field loses focus after an edit.

@@ -135,6 +135,43 @@ def nearest(sd, k=8):
     return result
 
 
+def check_stats(kind, acts, reported, errors):
+    """Per-feature stats and histogram: 32 equal bins over the reported [lo, hi), which must hold
+    every value (sparse: the active ones, the zeros counted in the first bin)."""
+    if len(reported) != acts.shape[1]:
+        errors.append(f"{kind}: {len(reported)} stats for {acts.shape[1]} features")
+        return
+    for j, st in enumerate(reported):
+        col = acts[:, j]
+        tag = f"{kind} {j} stats"
+        if st["active"] != int((col > 0).sum()):
+            errors.append(f"{tag}: active {st['active']} != {int((col > 0).sum())}")
+        for key, want in (("min", col.min()), ("max", col.max()), ("mean", col.mean())):
+            if abs(st[key] - want) > 1e-5 * max(1.0, abs(want)):
+                errors.append(f"{tag}: {key} {st[key]} != {want}")
+        lo, hi, counts = st["lo"], st["hi"], st["histogram"]
+        binned = col if kind == "dense" else col[col > 0]
+        if sum(counts) != col.size:
+            errors.append(f"{tag}: histogram holds {sum(counts)} of {col.size} values")
+        if binned.size == 0:
+            continue
+        if not (lo <= binned.min() and binned.max() < hi):
+            errors.append(f"{tag}: values [{binned.min()}, {binned.max()}] outside [{lo}, {hi})")
+            continue
+        # Fitted to the values (sparse: from 0): not much wider than they spread.
+        span = binned.max() - (0.0 if kind == "sparse" else binned.min())
+        if hi - lo > 3 * span + 2 * (hi - lo) / len(counts):
+            errors.append(f"{tag}: range [{lo}, {hi}) not fitted to values spanning {span}")
+        want, _ = np.histogram(binned, bins=len(counts), range=(lo, hi))
+        if kind == "sparse":
+            want[0] += col.size - binned.size
+        # Dense values are the embeddings themselves: exact. Sparse ones are recomputed here, and
+        # a value within float noise of a bin edge may land in the neighbouring bin.
+        off = int(np.abs(np.asarray(counts) - want).sum())
+        if off > (0 if kind == "dense" else 2):
+            errors.append(f"{tag}: histogram {counts} != numpy {want.tolist()}")
+
+
 def main():
     ws, details_path = sys.argv[1], sys.argv[2]
     details = json.load(open(details_path))
@@ -142,6 +179,8 @@ def main():
     errors = []
     for kind in ("dense", "sparse"):
         check_quantiles(kind, acts[kind], details[kind]["quantiles"], errors)
+        if "stats" in details[kind]:
+            check_stats(kind, acts[kind], details[kind]["stats"], errors)
     names, corr = correlations(ws, acts)
     print(json.dumps({"errors": errors[:50], "attributes": names, "corr": corr,
                       "nearest": nearest(sd)}))
