@@ -158,10 +158,20 @@ int cmdSae(const std::vector<std::string>& args) {
   cmd.str("--sweep-k", "K,K,..", &sweepK, "train one SAE per k (topk/batchtopk)")
       .str("--sweep-l1", "X,X,..", &sweepL1, "train one SAE per λ (seed/l1)")
       .str("--sweep-seeds", "S,S,..", &sweepSeeds, "train one SAE per seed")
-      .str("--use", "NAME", &use, "make SAE NAME the current one (no training)");
+      .str("--use", "NAME", &use, "make SAE NAME the current one (no training)")
+      .sw("--resume", &s.resume,
+          "continue the interrupted SAE run saved in WS/checkpoints/ (with its settings)")
+      .real("--checkpoint-minutes", &s.checkpointMinutes,
+            "save a resumable checkpoint this often (and on Ctrl-C)")
+      .integer("--checkpoint-steps", &s.checkpointSteps,
+               "also save one every N steps (0: time-based only)");
   cmd.common(&s.run);
   if (!cmd.parse(args)) return 0;
   requireWorkspace(s.workspace);
+  if (s.resume && (!use.empty() || !sweepK.empty() || !sweepL1.empty() || !sweepSeeds.empty()))
+    throw UsageError(std::string("--resume continues one interrupted run; drop ") +
+                     (!use.empty() ? "--use" : "the --sweep-* flags") +
+                     " (a sweep's finished SAEs are kept: run the rest with their own values)");
   if (!use.empty()) {
     engine::selectSae(s.workspace, use);
     runWithProgress([&](engine::JobContext& ctx) { buildIndex(s.workspace, s.run.threads, ctx); });

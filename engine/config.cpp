@@ -121,6 +121,15 @@ void validatePrecision(const std::string& p) {
 }
 }  // namespace
 
+static void validateCheckpointing(double minutes, int64_t steps) {
+  if (!(minutes > 0) || minutes > 1e6)
+    throw Error("--checkpoint-minutes " + std::to_string(minutes) +
+                ": must be a positive number of minutes");
+  if (steps < 0)
+    throw Error("--checkpoint-steps " + std::to_string(steps) +
+                ": must be 0 (time-based only) or more");
+}
+
 void validate(const TrainConfig& c) {
   if (c.epochs < 0 || c.epochs > 100000)
     throw Error("--epochs " + std::to_string(c.epochs) + ": must be between 0 and 100000");
@@ -134,12 +143,7 @@ void validate(const TrainConfig& c) {
   if (c.normalize != "none" && c.normalize != "imagenet")
     throw Error("--normalize " + c.normalize + ": expected none or imagenet");
   validatePrecision(c.precision);
-  if (!(c.checkpointMinutes > 0) || c.checkpointMinutes > 1e6)
-    throw Error("--checkpoint-minutes " + std::to_string(c.checkpointMinutes) +
-                ": must be a positive number of minutes");
-  if (c.checkpointSteps < 0)
-    throw Error("--checkpoint-steps " + std::to_string(c.checkpointSteps) +
-                ": must be 0 (time-based only) or more");
+  validateCheckpointing(c.checkpointMinutes, c.checkpointSteps);
   validateRun(c.run);
 }
 
@@ -153,6 +157,7 @@ void validate(const EmbedConfig& c) {
 }
 
 void validate(const SaeConfig& c) {
+  validateCheckpointing(c.checkpointMinutes, c.checkpointSteps);
   const std::string& v = c.variant;
   if (v != "seed" && v != "l1" && v != "topk" && v != "batchtopk")
     throw Error("--variant " + v + ": expected seed (the reference), l1, topk or batchtopk");

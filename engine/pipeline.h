@@ -84,6 +84,13 @@ struct SaeConfig {
   double thresholdEma = 0.01;  // topk/batchtopk: EMA rate of the global threshold
   bool holdout = false;        // exclude the held-out split from training (modern: on)
   RunOptions run;
+  // Resumable training, as TrainConfig's: WS/checkpoints/sae.ckpt (+ sae.json) every
+  // `checkpointMinutes` (and every `checkpointSteps` steps when > 0, and when cancelled); `resume`
+  // continues the interrupted run with its saved settings, giving the same SAE as an
+  // uninterrupted run up to floating-point noise. The checkpoint is removed when the run ends.
+  bool resume = false;
+  double checkpointMinutes = 5;
+  int64_t checkpointSteps = 0;
 };
 
 // The defaults of `variant` (unknown names: the seed defaults, left for validate() to reject).

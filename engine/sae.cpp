@@ -1,9 +1,11 @@
 // The SAE stage (LibTorch).
 #include "sae.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <tuple>
 
 #include "checkpoint.h"
 #include "error.h"
@@ -219,12 +221,151 @@ SaeTrainer::Step SaeTrainer::step(const torch::Tensor& xb, bool report) {
   return s;
 }
 
+json SaeTrainer::extraState() const {
+  const torch::Tensor sf = m_sinceFired.to(torch::kCPU).contiguous();
+  const int64_t* p = sf.data_ptr<int64_t>();
+  return {{"step", m_step},
+          {"threshold", m_threshold},
+          {"have_threshold", m_haveThreshold},
+          {"since_fired", std::vector<int64_t>(p, p + sf.numel())}};
+}
+
+void SaeTrainer::restoreExtraState(const json& state) {
+  const auto since = state.at("since_fired").get<std::vector<int64_t>>();
+  if (static_cast<int64_t>(since.size()) != m_sinceFired.numel())
+    throw Error("the checkpoint is of an SAE with " + std::to_string(since.size()) +
+                " features, not " + std::to_string(m_sinceFired.numel()));
+  m_step = state.at("step").get<int64_t>();
+  m_threshold = state.at("threshold").get<double>();
+  m_haveThreshold = state.at("have_threshold").get<bool>();
+  m_sinceFired = torch::tensor(since, torch::kLong).to(m_sinceFired.device());
+}
+
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Every setting that decides what an SAE run computes, by its key, for the checkpoint's record.
+template <class F>
+void forEachSetting(SaeConfig& c, F&& f) {
+  f("variant", c.variant);
+  f("name", c.name);
+  f("features", c.features);
+  f("epochs", c.epochs);
+  f("steps", c.steps);
+  f("batch", c.batch);
+  f("lr", c.lr);
+  f("l1", c.l1);
+  f("weight_decay", c.weightDecay);
+  f("k", c.k);
+  f("k_aux", c.kAux);
+  f("aux_alpha", c.auxAlpha);
+  f("dead_after", c.deadAfter);
+  f("lr_warmup", c.lrWarmup);
+  f("lr_decay", c.lrDecay);
+  f("l1_warmup", c.l1Warmup);
+  f("grad_clip", c.gradClip);
+  f("decoder_init_norm", c.decoderInitNorm);
+  f("threshold_ema", c.thresholdEma);
+  f("holdout", c.holdout);
+  f("seed", c.run.seed);
+}
+
+json settingsJson(SaeConfig c) {
+  json j;
+  forEachSetting(c, [&](const char* key, const auto& v) { j[key] = v; });
+  return j;
+}
+
+// What the checkpoint was trained on: a changed embeddings.npy makes it void.
+json fileStamp(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  const auto mtime = fs::last_write_time(path, ec).time_since_epoch().count();
+  return {{"bytes", ec ? 0 : size}, {"modified", ec ? 0 : static_cast<int64_t>(mtime)}};
+}
+
+json lastJson(const double last[4]) {
+  json j = json::array();
+  for (int i = 0; i < 4; ++i) j.push_back(std::isfinite(last[i]) ? json(last[i]) : json(nullptr));
+  return j;
+}
+
+void lastFromJson(const json& j, double last[4]) {
+  for (int i = 0; i < 4; ++i) last[i] = j.at(i).is_number() ? j[i].get<double>() : NAN;
+}
+
+// --resume: the interrupted run's settings from its note (WS/checkpoints/sae.json), and the note.
+// A setting given now that differs from both the variant's default and the saved value is a
+// contradiction and an error; --device and --threads may change.
+std::pair<SaeConfig, json> resumedConfig(const SaeConfig& given, const std::string& notePath,
+                                         const std::string& ckptPath) {
+  if (!fileExists(ckptPath) || !fileExists(notePath))
+    throw Error(ckptPath + ": no SAE checkpoint to resume from; run without --resume");
+  json note, saved;
+  SaeConfig c = given;
+  try {
+    note = json::parse(readFileText(notePath));
+    saved = note.at("settings");
+    const json now = settingsJson(given), defaults = settingsJson(saeDefaults(given.variant));
+    for (const auto& [key, v] : now.items()) {
+      if (v == defaults.at(key) || v == saved.value(key, json())) continue;
+      std::string flag = key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      throw Error("--" + flag + " " + (v.is_string() ? v.get<std::string>() : v.dump()) +
+                  ": the checkpoint " + ckptPath + " was saved with " + saved.value(key, json()).dump() +
+                  "; resume with its settings, or run without --resume to start anew");
+    }
+    forEachSetting(c, [&](const char* key, auto& v) {
+      v = saved.at(key).get<std::decay_t<decltype(v)>>();
+    });
+  } catch (const json::exception& e) {
+    throw Error(notePath + ": unreadable (" + std::string(e.what()) +
+                "); delete WS/checkpoints/sae.* and run without --resume");
+  }
+  validate(c);
+  return {c, note};
+}
+
+// Saves an SAE run's resumable state: WS/checkpoints/sae.ckpt (the module and Adam, with the
+// note) after sae.json (the note alone, readable without LibTorch), every `minutes` or `steps`.
+struct SaeCheckpoint {
+  std::string ckpt, note;
+  double minutes = 5;
+  int64_t everySteps = 0;
+  json header;              // the settings and the embeddings' stamp
+  double priorSeconds = 0;  // spent before a resume
+  Clock::time_point start = Clock::now(), lastSave = Clock::now();
+
+  bool due(int64_t stepsDone) const {
+    return (everySteps > 0 && stepsDone % everySteps == 0) || secondsSince(lastSave) >= minutes * 60;
+  }
+  void save(const torch::nn::Module& module, const torch::optim::Optimizer& opt, json position) {
+    position.update(header);
+    position["seconds"] = priorSeconds + secondsSince(start);
+    position["saved"] = isoNow();
+    std::error_code ec;
+    fs::create_directories(fs::path(ckpt).parent_path(), ec);
+    writeFileAtomic(note, position.dump(2) + "\n");
+    saveTrainingState(ckpt, module, opt, position);
+    lastSave = Clock::now();
+  }
+  void remove() const {
+    std::error_code ec;
+    fs::remove(ckpt, ec);
+    fs::remove(note, ec);
+    fs::remove(fs::path(ckpt).parent_path(), ec);  // only when empty
+  }
+};
 
 // The modern variants' training, in the scaled space; returns the saved (folded) state dict.
 StateDict trainModern(const SaeConfig& cfg, const torch::Tensor& xTrain,
                       const torch::Device& device, JobContext& ctx, LineAppender& log,
-                      double last[4], nlohmann::json& extra) {
+                      double last[4], nlohmann::json& extra, SaeCheckpoint& ck, bool resume) {
   const int64_t n = xTrain.size(0), d = xTrain.size(1);
   const bool centre = cfg.variant != "l1";
   const torch::Tensor mu = centre ? xTrain.mean(0) : torch::zeros({d});
@@ -248,20 +389,42 @@ StateDict trainModern(const SaeConfig& cfg, const torch::Tensor& xTrain,
     trainer.initialise(xs.index_select(0, pick), initGen);
   }
 
-  ctx.beginStage("sae", total, "steps");
+  // Position: the shuffles drawn so far (the last is the current one) and the place in it.
   torch::Tensor perm;
-  int64_t pos = n;
-  for (int64_t step = 0; step < total; ++step) {
+  int64_t pos = n, perms = 0, firstStep = 0;
+  const auto longs = torch::TensorOptions().dtype(torch::kLong);
+  if (resume) {
+    const json note = loadTrainingState(ck.ckpt, *trainer.sae(), trainer.optimizer(), device);
+    trainer.restoreExtraState(note.at("trainer"));
+    firstStep = note.at("step").get<int64_t>();
+    perms = note.at("perms").get<int64_t>();
+    pos = note.at("pos").get<int64_t>();
+    lastFromJson(note.at("last"), last);
+    for (int64_t i = 0; i < perms; ++i) perm = torch::randperm(n, gen, longs);  // replayed
+    if (perm.defined()) perm = perm.to(device);
+  }
+  auto position = [&](int64_t stepsDone) {
+    return json{{"step", stepsDone}, {"perms", perms}, {"pos", pos},
+                {"trainer", trainer.extraState()}, {"last", lastJson(last)}};
+  };
+
+  ctx.beginStage("sae", total, "steps");
+  ctx.skip(firstStep);
+  int64_t done = firstStep;
+  try {
+  for (int64_t step = firstStep; step < total; ++step) {
     ctx.checkStop();
     if (pos >= n) {
-      perm = torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kLong)).to(device);
+      perm = torch::randperm(n, gen, longs).to(device);
       pos = 0;
+      ++perms;
     }
     const int64_t e = std::min(n, pos + batch);
     const torch::Tensor xb = xs.index_select(0, perm.slice(0, pos, e));
     pos = e;
     const bool report = step % 10 == 0 || step + 1 == total;
     const SaeTrainer::Step st = trainer.step(xb, report);
+    done = step + 1;
     if (report) {
       last[0] = st.loss;
       last[1] = st.reconstruction;
@@ -289,6 +452,16 @@ StateDict trainModern(const SaeConfig& cfg, const torch::Tensor& xTrain,
     } else {
       ctx.advance(1);
     }
+    if (done < total && ck.due(done)) ck.save(*trainer.sae(), trainer.optimizer(), position(done));
+  }
+  } catch (const Cancelled&) {
+    // Ctrl-C or the app's Cancel: keep the work done so far for --resume.
+    if (done > firstStep) {
+      ck.save(*trainer.sae(), trainer.optimizer(), position(done));
+      ctx.log("sae: saved " + ck.ckpt + " at step " + std::to_string(done) +
+              "; continue with --resume");
+    }
+    throw;
   }
   ctx.checkStop();
 
@@ -338,9 +511,17 @@ int64_t countDead(const StateDict& sd, const torch::Tensor& x) {
 
 }  // namespace
 
-void runSae(const SaeConfig& cfg, JobContext& ctx) {
-  validate(cfg);
-  Workspace ws = Workspace::open(cfg.workspace, /*create=*/false);
+void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
+  validate(cfgIn);
+  Workspace ws = Workspace::open(cfgIn.workspace, /*create=*/false);
+  SaeConfig cfg = cfgIn;
+  SaeCheckpoint ck;
+  ck.ckpt = ws.path("checkpoints/sae.ckpt");
+  ck.note = ws.path("checkpoints/sae.json");
+  json resumeNote;
+  if (cfg.resume) std::tie(cfg, resumeNote) = resumedConfig(cfgIn, ck.note, ck.ckpt);
+  ck.minutes = cfg.checkpointMinutes;
+  ck.everySteps = cfg.checkpointSteps;
   runStage(ws, "sae", [&] {
     const auto start = std::chrono::steady_clock::now();
     const std::string started = isoNow();
@@ -367,9 +548,23 @@ void runSae(const SaeConfig& cfg, JobContext& ctx) {
     const int64_t n = x.size(0);
     const std::string name = cfg.name.empty() ? saeRunName(cfg) : cfg.name;
 
+    ck.header = {{"settings", settingsJson(cfg)}, {"embeddings", fileStamp(ws.embeddingsPath())}};
     const std::string logPath = ws.path("logs/sae.jsonl");
     std::error_code ec;
-    fs::remove(logPath, ec);
+    if (cfg.resume) {
+      if (resumeNote.value("embeddings", json()) != ck.header["embeddings"])
+        throw Error(ws.embeddingsPath() + ": changed since the checkpoint " + ck.ckpt +
+                    " was saved; run without --resume to start anew");
+      ck.priorSeconds = resumeNote.value("seconds", 0.0);
+      truncateStepLog(logPath, resumeNote.at("step").get<int64_t>());
+      ctx.log("sae: resuming " + ck.ckpt + " ('" + name + "') at step " +
+              std::to_string(resumeNote.at("step").get<int64_t>()));
+    } else {
+      fs::remove(logPath, ec);
+      if (fileExists(ck.ckpt))
+        ctx.log("note: " + ck.ckpt + " holds an interrupted SAE run; this run starts anew (pass "
+                "--resume to continue that one instead)");
+    }
     LineAppender log(logPath);
 
     double last[4] = {NAN, NAN, NAN, NAN};
@@ -382,13 +577,27 @@ void runSae(const SaeConfig& cfg, JobContext& ctx) {
       torch::optim::Adam opt(sae->parameters(),
                              torch::optim::AdamOptions(cfg.lr).weight_decay(cfg.weightDecay));
 
+      // Position: the epoch and the vectors of it already done (one shuffle per epoch).
+      int epoch0 = 0;
+      int64_t offset0 = 0, step = 0;
+      if (cfg.resume) {
+        const json note = loadTrainingState(ck.ckpt, *sae, opt, device);
+        epoch0 = note.at("epoch").get<int>();
+        offset0 = note.at("offset").get<int64_t>();
+        step = note.at("step").get<int64_t>();
+        lastFromJson(note.at("last"), last);
+      }
+      const int64_t firstStep = step;
+      json position;
       ctx.beginStage("sae", n * cfg.epochs, "vectors");
+      ctx.skip(epoch0 * n + offset0);
       auto gen = torch::make_generator<at::CPUGeneratorImpl>(cfg.run.seed + 7);
-      int64_t step = 0;
-      for (int epoch = 0; epoch < cfg.epochs; ++epoch) {
-        const torch::Tensor perm =
-            torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kLong)).to(device);
-        for (int64_t s = 0; s < n; s += cfg.batch) {
+      const auto longs = torch::TensorOptions().dtype(torch::kLong);
+      for (int epoch = 0; epoch < epoch0; ++epoch) torch::randperm(n, gen, longs);  // replayed
+      try {
+      for (int epoch = epoch0; epoch < cfg.epochs; ++epoch) {
+        const torch::Tensor perm = torch::randperm(n, gen, longs).to(device);
+        for (int64_t s = epoch == epoch0 ? offset0 : 0; s < n; s += cfg.batch) {
           ctx.checkStop();
           const int64_t e = std::min(n, s + cfg.batch);
           const torch::Tensor xb = x.index_select(0, perm.slice(0, s, e));
@@ -426,7 +635,18 @@ void runSae(const SaeConfig& cfg, JobContext& ctx) {
             ctx.advance(e - s);
           }
           ++step;
+          position = {{"epoch", e == n ? epoch + 1 : epoch}, {"offset", e == n ? 0 : e},
+                      {"step", step}, {"last", lastJson(last)}};
+          if (ck.due(step) && !(e == n && epoch + 1 == cfg.epochs)) ck.save(*sae, opt, position);
         }
+      }
+      } catch (const Cancelled&) {
+        if (step > firstStep) {  // Ctrl-C or the app's Cancel: keep the work for --resume
+          ck.save(*sae, opt, position);
+          ctx.log("sae: saved " + ck.ckpt + " at step " + std::to_string(step) +
+                  "; continue with --resume");
+        }
+        throw;
       }
       ctx.checkStop();
       sae->to(torch::kCPU);
@@ -435,7 +655,7 @@ void runSae(const SaeConfig& cfg, JobContext& ctx) {
       sd.emplace_back("bias_encoder", fromTorch(sae->bias_encoder));
       sd.emplace_back("bias_decoder", fromTorch(sae->bias_decoder));
     } else {
-      sd = trainModern(cfg, x, device, ctx, log, last, extra);
+      sd = trainModern(cfg, x, device, ctx, log, last, extra, ck, cfg.resume);
     }
 
     // Dead features over the training vectors, for the manifest.
@@ -452,8 +672,7 @@ void runSae(const SaeConfig& cfg, JobContext& ctx) {
     } catch (const Error& e) {
       ctx.log(std::string("note: sae-eval after training failed: ") + e.what());
     }
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double secs = ck.priorSeconds + secondsSince(start);
     const json final = {
         {"loss", last[0]}, {"reconstruction", last[1]}, {"sparsity", last[2]}, {"l0", last[3]}};
     ws.updateManifest([&](json& m) {
@@ -491,6 +710,7 @@ void runSae(const SaeConfig& cfg, JobContext& ctx) {
       m["sae_runs"][name] = run;
       m["current_sae"] = name;
     });
+    ck.remove();  // the run is done: nothing left to resume
     ctx.log("sae: done in " + formatDuration(secs) + ", L0 " + std::to_string(last[3]) + ", " +
             std::to_string(dead) + " dead of " + std::to_string(cfg.features) + "; wrote " +
             ws.saePath() + " (run '" + name + "')");

@@ -70,6 +70,21 @@ TensorData fromTorch(const torch::Tensor& t) {
   return out;
 }
 
+void truncateStepLog(const std::string& path, int64_t step) {
+  if (!fileExists(path)) return;
+  std::istringstream in(readFileText(path));
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).value("step", int64_t{0}) >= step) break;
+    } catch (const nlohmann::json::exception&) {
+      break;  // a line cut by the kill
+    }
+    kept += line + "\n";
+  }
+  writeFileAtomic(path, kept);
+}
+
 bool singleThreadedBlas() {
   using GetThreads = int (*)();
   static const auto get =

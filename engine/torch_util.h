@@ -67,6 +67,10 @@ void saveTrainingState(const std::string& path, const torch::nn::Module& module,
 nlohmann::json loadTrainingState(const std::string& path, torch::nn::Module& module,
                                  torch::optim::Optimizer& opt, const torch::Device& device);
 
+// Keeps the JSON lines of a step log (logs/*.jsonl) whose "step" is below `step`: a resumed run
+// rewrites the ones after, so each step is logged once. A line cut by a kill ends the kept part.
+void truncateStepLog(const std::string& path, int64_t step);
+
 class Workspace;
 // Runs a stage body: on cancel or error, notes "cancelled"/"failed" with the message in the
 // manifest's stages.<stage> and rethrows; LibTorch errors become engine::Error (out of memory with

@@ -94,22 +94,6 @@ TrainConfig resumedConfig(const TrainConfig& given, const std::string& notePath,
   return c;
 }
 
-// Keeps the log lines of the steps before `step` (a resumed run rewrites the ones after).
-void truncateLog(const std::string& path, int64_t step) {
-  if (!fileExists(path)) return;
-  std::istringstream in(readFileText(path));
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    try {
-      if (json::parse(line).value("step", int64_t{0}) >= step) break;
-    } catch (const json::exception&) {
-      break;  // a line cut by the kill
-    }
-    kept += line + "\n";
-  }
-  writeFileAtomic(path, kept);
-}
-
 }  // namespace
 
 void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
@@ -176,7 +160,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
       priorSeconds = note.value("seconds", 0.0);
       for (int i = 0; i < 3; ++i) last[i] = note.at("last").at(i).is_number() ? note["last"][i].get<double>() : NAN;
       for (const auto& r : note.at("skipped")) skipped.emplace_back(r.at(0).get<int64_t>(), r.at(1).get<std::string>());
-      truncateLog(logPath, step);
+      truncateStepLog(logPath, step);
       ctx.log("train: resuming " + ckptPath + " at epoch " + std::to_string(epoch + 1) + ", step " +
               std::to_string(step));
     } else {

@@ -11,8 +11,12 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <atomic>
+#include <chrono>
 
 #include "engine/demo_data.h"
+#include "engine/error.h"
 #include "engine/features.h"
 #include "engine/fsutil.h"
 #include "engine/image.h"
@@ -261,6 +265,72 @@ wait 3
     for (const auto& a : artifacts) CHECK_MESSAGE(slurp(f.ws + "/" + a) == before[a], a);
     for (const auto& e : fs::directory_iterator(f.ws))  // no temporary files left behind
       CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
+  }
+
+  TEST_CASE("Resume SAE training continues an interrupted SAE run; Cancel saves it again") {
+    REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
+    Fixture& f = fixture();
+    testutil::TempDir tmp("gui-resume");
+    const std::string ws = tmp.str("ws");
+    fs::copy(f.ws, ws, fs::copy_options::recursive);
+    const std::string saeBefore = slurp(ws + "/sae.pt");
+    // An SAE run stopped after 20 steps leaves its checkpoint (as Ctrl-C would).
+    engine::SaeConfig c = engine::saeDefaults("topk");
+    c.workspace = ws;
+    c.features = 32;
+    c.k = 4;
+    c.batch = 16;
+    c.steps = 1000000;
+    c.run.threads = 1;
+    engine::JobContext ctx;
+    std::atomic<bool> ended{false};
+    std::thread watcher([&] {
+      while (!ended && !(ctx.snapshot().stage == "sae" && ctx.snapshot().done >= 20))
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      ctx.requestStop();
+    });
+    CHECK_THROWS_AS(engine::runSae(c, ctx), engine::Cancelled);
+    ended = true;
+    watcher.join();
+    const json before = readJson(ws + "/checkpoints/sae.json");
+    const int64_t saved = before["step"];
+    CHECK(saved >= 20);
+
+    const std::string script = writeScript(tmp.str("resume.script"), R"(
+wait 3
+click resume_sae
+wait-progress 120
+state )" + tmp.str("running.json") + R"(
+wait 30
+click cancel
+wait-idle 120
+wait 3
+)");
+    const std::string state = tmp.str("state.json");
+    const int rc = runGui("--workspace " + q(ws) + " --view pipeline --script " + q(script) + " " +
+                              common(state),
+                          tmp.str("log.txt"));
+    INFO(slurp(tmp.str("log.txt")));
+    REQUIRE(rc == 0);
+    const json running = readJson(tmp.str("running.json"));
+    CHECK(running["job"]["current"] == "sae");
+    const json s = readJson(state);
+    CHECK(s["job"]["last"]["name"] == "sae");
+    CHECK(s["job"]["last"]["state"] == "cancelled");
+    // It went on from the checkpoint with the saved settings, and saved again further on.
+    const json after = readJson(ws + "/checkpoints/sae.json");
+    CHECK(after["settings"] == before["settings"]);
+    CHECK(after["step"].get<int64_t>() > saved);
+    std::ifstream log(ws + "/logs/sae.jsonl");
+    std::string line;
+    int64_t prev = -1;
+    while (std::getline(log, line)) {
+      const int64_t step = json::parse(line)["step"];
+      CHECK(step > prev);  // each step logged once, in order
+      prev = step;
+    }
+    CHECK(prev >= saved);
+    CHECK(slurp(ws + "/sae.pt") == saeBefore);  // an unfinished run writes no SAE
   }
 
   TEST_CASE("a workspace without embeddings shows what is missing and the buttons that make it") {

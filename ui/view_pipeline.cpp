@@ -179,6 +179,23 @@ void drawSaeRuns(App& app) {
   drawEvVsL0(runs, current, app.scale);
 }
 
+// An interrupted run of `stage` (killed, cancelled, crashed) left a checkpoint in
+// WS/checkpoints/: a line offering to go on (one stat per frame). Widget: resume_<stage>.
+template <class Submit>
+void offerResume(App& app, const std::string& stage, const char* what, const char* button,
+                 Submit submit) {
+  if (!app.ws || app.pipeline.isBusy() ||
+      !engine::fileExists(app.ws->path("checkpoints/" + stage + ".json")))
+    return;
+  ImGui::TextColored(ImVec4(0.95f, 0.75f, 0.3f, 1), "An interrupted %s run was saved.", what);
+  ImGui::SameLine();
+  if (ImGui::SmallButton(button)) submit(app);
+  app.hook(("resume_" + stage).c_str());
+  if (ImGui::IsItemHovered())
+    ImGui::SetTooltip("Continues from %s with the settings it was started with",
+                      app.ws->path("checkpoints/" + stage + ".ckpt").c_str());
+}
+
 }  // namespace
 
 void PipelineView::draw() {
@@ -247,6 +264,22 @@ void PipelineView::drawSettings() {
   ImGui::SameLine();
   ImGui::TextDisabled(busy ? "settings are locked while a run is in progress"
                            : "fine-tune → embed → SAE");
+  // Interrupted runs (killed, cancelled, crashed) that left a checkpoint: first, where they are
+  // seen.
+  offerResume(app, "train", "fine-tuning", "Resume fine-tuning", [](App& a) {
+    engine::TrainConfig t;  // the settings come from the checkpoint
+    t.workspace = a.ws->dir();
+    t.run = a.runOpts;
+    t.resume = true;
+    a.pipeline.submit("train", [t](engine::JobContext& ctx) { engine::runTrain(t, ctx); });
+  });
+  offerResume(app, "sae", "SAE", "Resume SAE training", [](App& a) {
+    engine::SaeConfig c;  // the settings come from the checkpoint
+    c.workspace = a.ws->dir();
+    c.run = a.runOpts;
+    c.resume = true;
+    a.pipeline.submit("sae", [c](engine::JobContext& ctx) { engine::runSae(c, ctx); });
+  });
   ImGui::Spacing();
 
   ImGui::BeginDisabled(busy);
@@ -339,24 +372,6 @@ void PipelineView::drawSettings() {
     comboField("Precision", "##prec", &app.train.precision, {"fp32", "bf16"},
                "fp32 is the reference; bf16 is faster on recent CPUs and GPUs");
     ImGui::EndTable();
-  }
-  // An interrupted fine-tuning run (killed, cancelled, crashed) left a checkpoint: offer to go on.
-  // (One stat per frame.)
-  if (app.ws && !app.pipeline.isBusy() &&
-      engine::fileExists(app.ws->path("checkpoints/train.json"))) {
-    ImGui::TextColored(ImVec4(0.95f, 0.75f, 0.3f, 1), "An interrupted fine-tuning run was saved.");
-    ImGui::SameLine();
-    if (ImGui::SmallButton("Resume fine-tuning")) {
-      engine::TrainConfig t;  // the settings come from the checkpoint
-      t.workspace = app.ws->dir();
-      t.run = app.runOpts;
-      t.resume = true;
-      app.pipeline.submit("train", [t](engine::JobContext& ctx) { engine::runTrain(t, ctx); });
-    }
-    app.hook("resume_train");
-    if (ImGui::IsItemHovered())
-      ImGui::SetTooltip("Continues from %s with the settings it was started with",
-                        app.ws->path("checkpoints/train.ckpt").c_str());
   }
   if (stageHeader("embed", "2  Compute embeddings", "run_embed") && beginFields("embed", s)) {
     intField("Batch", "##ebatch", &app.embed.batch, 1, 65536, "images per forward pass");

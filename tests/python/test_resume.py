@@ -9,7 +9,10 @@ usage: test_resume.py SAESCOPE_BINARY DIR
 - `--resume` takes the settings from the checkpoint; a contradicting flag, or no checkpoint, is
   one clear error;
 - a second saescope writing the same workspace is refused with a message naming the holder, and
-  the lock goes away with the holder, even after kill -9.
+  the lock goes away with the holder, even after kill -9;
+- the SAE stage likewise: kill -9 (topk) and Ctrl-C (seed) leave a checkpoint and no SAE, and
+  `sae --resume` ends with the same SAE as an uninterrupted run; contradicting flags, a sweep,
+  changed embeddings or no checkpoint are one clear error each.
 """
 import json
 import os
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 FAILURES = []
@@ -81,6 +85,78 @@ def same_weights(a, b, what):
     check(worst < 1e-4, f"{what}: weights differ by {worst:.2e} (relative)")
 
 
+SAE_TOPK = ["--variant", "topk", "--features", "64", "--k", "4", "--batch", "32", "--steps", "3000",
+            "--threads", "1", "--seed", "3"]
+SAE_SEED = ["--variant", "seed", "--epochs", "1000", "--batch", "32", "--threads", "1", "--seed", "4"]
+
+
+def sae_steps(ws):
+    path = os.path.join(ws, "logs", "sae.jsonl")
+    return [json.loads(line)["step"] for line in open(path)] if os.path.exists(path) else []
+
+
+def sae_interrupted(binary, ws, args, sig):
+    """Starts `sae`, waits for its first checkpoint (kill -9) or 50 logged steps, sends `sig`."""
+    p = subprocess.Popen([binary, "sae", "--workspace", ws, *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    ckpt = os.path.join(ws, "checkpoints", "sae.ckpt")
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(ckpt) if sig == signal.SIGKILL else len(sae_steps(ws)) >= 50:
+            break
+        time.sleep(0.01)
+    check(p.poll() is None, f"sae ended before it could be interrupted: {p.returncode}")
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=300)
+    return p.returncode, err
+
+
+def check_sae_resume(binary, d, trained):
+    """The SAE stage's checkpoints, on copies of a workspace with embeddings."""
+    def fresh(name):
+        ws = os.path.join(d, name)
+        shutil.copytree(trained, ws)
+        return ws
+
+    for variant, args, sig in (("topk", SAE_TOPK, signal.SIGKILL), ("seed", SAE_SEED, signal.SIGINT)):
+        ref = fresh(f"sae-ref-{variant}")
+        p = run(binary, "sae", "--workspace", ref, *args)
+        check(p.returncode == 0, f"reference sae {variant}: {p.stderr[-1500:]}")
+        n_steps = len(sae_steps(ref))
+        ws = fresh(f"sae-{variant}")
+        extra = ["--checkpoint-steps", "50"] if sig == signal.SIGKILL else []
+        rc, err = sae_interrupted(binary, ws, [*args, *extra], sig)
+        check(rc == (-signal.SIGKILL if sig == signal.SIGKILL else 130), f"sae {variant}: exit {rc}")
+        check(os.path.exists(os.path.join(ws, "checkpoints", "sae.ckpt")), f"sae {variant}: no checkpoint")
+        check(not os.path.exists(os.path.join(ws, "sae.pt")), f"sae {variant}: an interrupted run left sae.pt")
+        if variant == "topk":
+            p = run(binary, "sae", "--workspace", ws, "--resume", "--k", "8")
+            check(p.returncode == 1 and "--k 8" in p.stderr and "sae.ckpt" in p.stderr
+                  and len(p.stderr.strip().splitlines()) == 1, f"sae resume with another --k: {p.stderr}")
+            p = run(binary, "sae", "--workspace", ws, "--resume", "--sweep-k", "4,8")
+            check(p.returncode != 0 and "--resume" in p.stderr and "sweep" in p.stderr,
+                  f"sae resume with a sweep: {p.stderr}")
+        p = run(binary, "sae", "--workspace", ws, "--resume", "--threads", "1")
+        check(p.returncode == 0 and "resuming" in p.stderr, f"sae {variant} resume: {p.stderr[-1500:]}")
+        if p.returncode == 0:
+            same_weights(os.path.join(ref, "sae.pt"), os.path.join(ws, "sae.pt"), f"sae {variant}")
+            check(sae_steps(ws) == sae_steps(ref) and n_steps > 50,
+                  f"sae {variant}: logged steps after resume differ from the reference")
+        check(not os.path.exists(os.path.join(ws, "checkpoints")), f"sae {variant}: checkpoint outlived the run")
+
+    # No checkpoint; changed embeddings.
+    ws = fresh("sae-none")
+    p = run(binary, "sae", "--workspace", ws, "--resume")
+    check(p.returncode == 1 and "no SAE checkpoint" in p.stderr, f"sae resume without: {p.stderr}")
+    rc, _ = sae_interrupted(binary, ws, [*SAE_TOPK, "--checkpoint-steps", "50"], signal.SIGKILL)
+    x = np.load(os.path.join(ws, "embeddings.npy"))
+    np.save(os.path.join(ws, "embeddings.npy"), x[::-1].copy())
+    p = run(binary, "sae", "--workspace", ws, "--resume")
+    check(p.returncode == 1 and "embeddings.npy" in p.stderr and "changed" in p.stderr,
+          f"sae resume on other embeddings: {p.stderr}")
+    check("Traceback" not in p.stderr and "terminate" not in p.stderr, p.stderr)
+
+
 def main():
     binary, d = sys.argv[1], sys.argv[2]
     shutil.rmtree(d, ignore_errors=True)
@@ -139,6 +215,12 @@ def main():
     if p.returncode == 0:
         same_weights(os.path.join(ref, "backbone.pt"), os.path.join(ws, "backbone.pt"), "Ctrl-C")
         check(log_steps(ws) == list(range(18)), f"log steps after resume: {log_steps(ws)}")
+
+    # The SAE stage, on embeddings of the reference backbone.
+    p = run(binary, "embed", "--workspace", ref, "--threads", "1")
+    check(p.returncode == 0, f"embed: {p.stderr[-1500:]}")
+    if p.returncode == 0:
+        check_sae_resume(binary, d, ref)
 
     # Two writers on one workspace: the second is refused, naming the first.
     ws = os.path.join(d, "locked")
