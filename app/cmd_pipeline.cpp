@@ -21,12 +21,21 @@ int cmdDemoData(const std::vector<std::string>& args) {
       .integer("--size", &cfg.size, "image side in pixels")
       .integer("--seed", &cfg.seed, "random seed (same seed: same files)")
       .str("--format", "png|jpg", &cfg.format, "image format")
-      .integer("--threads", &cfg.threads, "worker threads (0: all cores)");
+      .integer("--threads", &cfg.threads, "worker threads (0: all cores, or $OMP_NUM_THREADS when set)");
   if (!cmd.parse(args)) return 0;
   if (cfg.out.empty()) throw UsageError("--out: required; e.g. saescope demo-data --out demo");
   runWithProgress([&](engine::JobContext& ctx) { engine::generateDemoData(cfg, ctx); });
   std::printf("wrote %d images to %s\n", cfg.count, cfg.out.c_str());
   return 0;
+}
+
+// --resume, --checkpoint-minutes, --checkpoint-steps of a resumable stage.
+static void checkpointFlags(Command& cmd, const std::string& what, bool* resume, double* minutes,
+                            int64_t* steps) {
+  cmd.sw("--resume", resume,
+         "continue the interrupted " + what + " saved in WS/checkpoints/ (with its settings)")
+      .real("--checkpoint-minutes", minutes, "save a resumable checkpoint this often (and on Ctrl-C)")
+      .integer("--checkpoint-steps", steps, "also save one every N steps (0: time-based only)");
 }
 
 static void trainFlags(Command& cmd, engine::TrainConfig& t) {
@@ -41,13 +50,8 @@ static void trainFlags(Command& cmd, engine::TrainConfig& t) {
            "none: random init")
       .integer("--limit", &t.limit, "use only the first N images (0: all)")
       .str("--normalize", "none|imagenet", &t.normalize, "input normalisation")
-      .str("--precision", "fp32|bf16", &t.precision, "numeric precision")
-      .sw("--resume", &t.resume,
-          "continue the interrupted run saved in WS/checkpoints/ (with its settings)")
-      .real("--checkpoint-minutes", &t.checkpointMinutes,
-            "save a resumable checkpoint this often (and on Ctrl-C)")
-      .integer("--checkpoint-steps", &t.checkpointSteps,
-               "also save one every N steps (0: time-based only)");
+      .str("--precision", "fp32|bf16", &t.precision, "numeric precision");
+  checkpointFlags(cmd, "run", &t.resume, &t.checkpointMinutes, &t.checkpointSteps);
 }
 
 // The value of --variant in args ("seed" when absent), so that each variant's defaults apply
@@ -158,13 +162,8 @@ int cmdSae(const std::vector<std::string>& args) {
   cmd.str("--sweep-k", "K,K,..", &sweepK, "train one SAE per k (topk/batchtopk)")
       .str("--sweep-l1", "X,X,..", &sweepL1, "train one SAE per λ (seed/l1)")
       .str("--sweep-seeds", "S,S,..", &sweepSeeds, "train one SAE per seed")
-      .str("--use", "NAME", &use, "make SAE NAME the current one (no training)")
-      .sw("--resume", &s.resume,
-          "continue the interrupted SAE run saved in WS/checkpoints/ (with its settings)")
-      .real("--checkpoint-minutes", &s.checkpointMinutes,
-            "save a resumable checkpoint this often (and on Ctrl-C)")
-      .integer("--checkpoint-steps", &s.checkpointSteps,
-               "also save one every N steps (0: time-based only)");
+      .str("--use", "NAME", &use, "make SAE NAME the current one (no training)");
+  checkpointFlags(cmd, "SAE run", &s.resume, &s.checkpointMinutes, &s.checkpointSteps);
   cmd.common(&s.run);
   if (!cmd.parse(args)) return 0;
   requireWorkspace(s.workspace);

@@ -17,11 +17,11 @@ namespace engine {
 // Settings shared by every stage.
 struct RunOptions {
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
-  int threads = 0;              // 0 = all cores
+  int threads = 0;              // 0 = all cores (or $OMP_NUM_THREADS when set)
   uint64_t seed = 0;
 };
 
-// Sets the calling thread's LibTorch thread count (0: all cores) and the CPU BLAS's threads to
+// Sets the calling thread's LibTorch thread count (0: all cores, or $OMP_NUM_THREADS) and the CPU BLAS's threads to
 // match without oversubscribing (see setupDevice); for work outside the stages, such as building
 // the feature index. LibTorch's count is per thread with OpenMP: call it on the worker.
 void configureThreads(int threads);

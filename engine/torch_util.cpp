@@ -92,9 +92,19 @@ bool singleThreadedBlas() {
   return !get || get() <= 1;
 }
 
+namespace {
+// --threads: 0 means all cores, unless OMP_NUM_THREADS says otherwise (the OpenMP convention; the
+// sanitizer runs use it to keep LibTorch's uninstrumented thread pool to one thread).
+int resolvedThreads(int wanted) {
+  if (wanted > 0) return wanted;
+  if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp && std::atoi(omp) > 0)
+    return std::atoi(omp);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+}  // namespace
+
 void configureThreads(int threadsWanted) {
-  const int cores = std::max(1u, std::thread::hardware_concurrency());
-  const int threads = threadsWanted > 0 ? threadsWanted : cores;
+  const int threads = resolvedThreads(threadsWanted);
   at::set_num_threads(threads);
   // LibTorch's BLAS calls (the SAE's matmuls) run on OpenBLAS's own thread pool when Debian's
   // libblas.so.3 is OpenBLAS, beside LibTorch's OpenMP pool: never more than --threads, and one on
@@ -164,9 +174,7 @@ std::string describeDevice(const RunOptions& run) {
 #endif
     return name + " (" + std::to_string(torch::cuda::device_count()) + " GPU visible)";
   }
-  const int cores = std::max(1u, std::thread::hardware_concurrency());
-  const int threads = run.threads > 0 ? run.threads : cores;
-  return "cpu (" + std::to_string(threads) + " threads)";
+  return "cpu (" + std::to_string(resolvedThreads(run.threads)) + " threads)";
 }
 
 AutocastGuard::AutocastGuard(const torch::Device& device, bool enabled)

@@ -507,7 +507,9 @@ void BrowserView::drawPanel(engine::FeatureKind kind, float width, float height)
     ImGui::SameLine();
     ImGui::BeginChild(sparse ? "side_sparse" : "side_dense", ImVec2(0, side), false,
                       ImGuiWindowFlags_NoScrollbar);
-    ImGui::TextWrapped("mean %.4g   min %.4g   max %.4g", fs.mean, fs.min, fs.max);
+    // Two lines: a narrow column would otherwise wrap inside a number.
+    ImGui::Text("mean %.4g", fs.mean);
+    ImGui::Text("min %.4g   max %.4g", fs.min, fs.max);
     if (shown > 0) {
       ImGui::PushStyleColor(ImGuiCol_Text, ImGui::GetStyleColorVec4(ImGuiCol_TextDisabled));
       ImGui::TextWrapped("shown: activation %.4g … %.4g", top[shown - 1].activation,

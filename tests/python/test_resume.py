@@ -53,22 +53,27 @@ def log_steps(ws):
     return steps
 
 
-def start_and_interrupt(binary, data, ws, sig, min_steps):
-    """Starts `train`, waits for a checkpoint (or `min_steps` logged steps), sends `sig`."""
-    extra = ["--checkpoint-steps", "3"] if sig == signal.SIGKILL else []
-    p = subprocess.Popen([binary, "train", "--data", data, "--workspace", ws, *TRAIN, *extra],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = os.path.join(ws, "checkpoints", "train.ckpt")  # written after train.json
+def interrupt(cmd, ckpt, steps, sig, min_steps):
+    """Starts `cmd`; once `ckpt` exists (kill -9) or `steps()` has `min_steps` logged steps
+    (otherwise), sends `sig`. Returns the exit code and stderr."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
-        ready = os.path.exists(ckpt) if sig == signal.SIGKILL else len(log_steps(ws)) >= min_steps
-        if ready:
+        if os.path.exists(ckpt) if sig == signal.SIGKILL else len(steps()) >= min_steps:
             break
-        time.sleep(0.02)
-    check(p.poll() is None, f"train ended before it could be interrupted: {p.returncode}")
+        time.sleep(0.01)
+    check(p.poll() is None, f"{cmd[1]} ended before it could be interrupted: {p.returncode}")
     p.send_signal(sig)
     _, err = p.communicate(timeout=300)
     return p.returncode, err
+
+
+def start_and_interrupt(binary, data, ws, sig, min_steps):
+    """Starts `train`, waits for a checkpoint (or `min_steps` logged steps), sends `sig`."""
+    extra = ["--checkpoint-steps", "3"] if sig == signal.SIGKILL else []
+    return interrupt([binary, "train", "--data", data, "--workspace", ws, *TRAIN, *extra],
+                     os.path.join(ws, "checkpoints", "train.ckpt"),  # written after train.json
+                     lambda: log_steps(ws), sig, min_steps)
 
 
 def same_weights(a, b, what):
@@ -85,9 +90,9 @@ def same_weights(a, b, what):
     check(worst < 1e-4, f"{what}: weights differ by {worst:.2e} (relative)")
 
 
-SAE_TOPK = ["--variant", "topk", "--features", "64", "--k", "4", "--batch", "32", "--steps", "3000",
+SAE_TOPK = ["--variant", "topk", "--features", "64", "--k", "4", "--batch", "32", "--steps", "1200",
             "--threads", "1", "--seed", "3"]
-SAE_SEED = ["--variant", "seed", "--epochs", "1000", "--batch", "32", "--threads", "1", "--seed", "4"]
+SAE_SEED = ["--variant", "seed", "--epochs", "300", "--batch", "32", "--threads", "1", "--seed", "4"]
 
 
 def sae_steps(ws):
@@ -97,18 +102,8 @@ def sae_steps(ws):
 
 def sae_interrupted(binary, ws, args, sig):
     """Starts `sae`, waits for its first checkpoint (kill -9) or 50 logged steps, sends `sig`."""
-    p = subprocess.Popen([binary, "sae", "--workspace", ws, *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    ckpt = os.path.join(ws, "checkpoints", "sae.ckpt")
-    deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None:
-        if os.path.exists(ckpt) if sig == signal.SIGKILL else len(sae_steps(ws)) >= 50:
-            break
-        time.sleep(0.01)
-    check(p.poll() is None, f"sae ended before it could be interrupted: {p.returncode}")
-    p.send_signal(sig)
-    _, err = p.communicate(timeout=300)
-    return p.returncode, err
+    return interrupt([binary, "sae", "--workspace", ws, *args],
+                     os.path.join(ws, "checkpoints", "sae.ckpt"), lambda: sae_steps(ws), sig, 50)
 
 
 def check_sae_resume(binary, d, trained):
