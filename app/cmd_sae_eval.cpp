@@ -17,17 +17,30 @@ double get(const json& j, const char* key) {
 }
 }  // namespace
 
-int cmdSaeEval(const Args& args) {
+// --workspace WS [--sae NAME] [--json], what sae-eval and interp take. False when --help was shown.
+struct ReportArgs {
   std::string ws, sae;
   bool asJson = false;
-  Command cmd("sae-eval", "--workspace WS [--sae NAME] [--json]",
-              "Health metrics of an SAE on the held-out split (L0, explained variance, dead and "
-              "dense features, redundancy).");
-  cmd.str("--workspace", "WS", &ws, "workspace folder")
-      .str("--sae", "NAME", &sae, "one of the workspace's SAEs (default: the current one)")
-      .sw("--json", &asJson, "print JSON");
-  if (!cmd.parse(args)) return 0;
-  requireWorkspace(ws);
+};
+static bool parseReportArgs(const char* name, const char* about, const Args& args, ReportArgs& a) {
+  Command cmd(name, "--workspace WS [--sae NAME] [--json]", about);
+  cmd.str("--workspace", "WS", &a.ws, "workspace folder")
+      .str("--sae", "NAME", &a.sae, "one of the workspace's SAEs (default: the current one)")
+      .sw("--json", &a.asJson, "print JSON");
+  if (!cmd.parse(args)) return false;
+  requireWorkspace(a.ws);
+  return true;
+}
+
+int cmdSaeEval(const Args& args) {
+  ReportArgs a;
+  if (!parseReportArgs("sae-eval",
+                       "Health metrics of an SAE on the held-out split (L0, explained variance, "
+                       "dead and dense features, redundancy).",
+                       args, a))
+    return 0;
+  const std::string &ws = a.ws, &sae = a.sae;
+  const bool asJson = a.asJson;
   json r;
   engine::JobContext quiet;
   r = engine::evaluateSae(ws, sae, quiet);
@@ -58,16 +71,14 @@ int cmdSaeEval(const Args& args) {
 }
 
 int cmdInterp(const Args& args) {
-  std::string ws, sae;
-  bool asJson = false;
-  Command cmd("interp", "--workspace WS [--sae NAME] [--json]",
-              "Measured interpretability: attribute AUROC and top-16 purity of dense dimensions, "
-              "sparse features and a random-projection baseline.");
-  cmd.str("--workspace", "WS", &ws, "workspace folder")
-      .str("--sae", "NAME", &sae, "one of the workspace's SAEs (default: the current one)")
-      .sw("--json", &asJson, "print JSON");
-  if (!cmd.parse(args)) return 0;
-  requireWorkspace(ws);
+  ReportArgs a;
+  if (!parseReportArgs("interp",
+                       "Measured interpretability: attribute AUROC and top-16 purity of dense "
+                       "dimensions, sparse features and a random-projection baseline.",
+                       args, a))
+    return 0;
+  const std::string &ws = a.ws, &sae = a.sae;
+  const bool asJson = a.asJson;
   json r;
   runWithProgress([&](engine::JobContext& ctx) { r = engine::measureInterp(ws, sae, ctx); });
   if (asJson) {
