@@ -87,14 +87,23 @@ bool knownImageSignature(const uint8_t* d, size_t n) {
   return n >= 2 && d[0] == 'P' && (d[1] == '5' || d[1] == '6');  // binary PGM, PPM
 }
 
-// stb_image 2.27 (Debian 12's libstb) builds a JPEG Huffman table without checking that its 16
-// code-length counts add up to at most 256, and writes that many entries into 256-entry arrays
-// (found by tests/fuzz/fuzz_image). Walks the JPEG's segments as stb does and returns false when a
-// DHT segment holds such a table. Entropy-coded data is stepped over byte by byte (0xff00 is a
-// stuffed byte, 0xffd0-d7 restart markers), so the tables between progressive scans are seen too.
-bool jpegHuffmanTablesFit(const uint8_t* d, size_t n) {
+// Two defects of stb_image 2.27 (Debian 12's libstb), both found by tests/fuzz/fuzz_image, that a
+// walk over the JPEG's segments (as stb reads them) can rule out beforehand. Returns why the file
+// is refused, or null:
+// - a Huffman table whose 16 code-length counts add up to more than 256: stb writes that many
+//   entries into 256-entry arrays;
+// - a scan that decodes with a Huffman table no DHT segment defined before it: stb then decodes
+//   with uninitialised memory and indexes its tables hundreds of MB out of bounds (seen on
+//   corrupt progressive JPEGs). Which tables a scan decodes with follows stb: baseline scans use
+//   each component's DC and AC table, progressive DC scans (Ss = 0) the DC table on the first
+//   pass only (Ah = 0), progressive AC scans the AC table.
+// Entropy-coded data is stepped over byte by byte (0xff00 is a stuffed byte, 0xffd0-d7 restart
+// markers), so the tables between progressive scans are seen too.
+const char* jpegTablesProblem(const uint8_t* d, size_t n) {
   auto at = [&](size_t i) -> size_t { return i < n ? d[i] : 0; };  // stb reads 0 past the end
-  size_t i = 2;                                                    // after SOI
+  bool defined[2][4] = {};                                         // [DC/AC][table id]
+  bool progressive = false;
+  size_t i = 2;  // after SOI
   while (i + 1 < n) {
     const size_t m = d[i + 1];
     if (d[i] != 0xff || m == 0xff) {  // entropy-coded data or a fill byte
@@ -105,21 +114,36 @@ bool jpegHuffmanTablesFit(const uint8_t* d, size_t n) {
       i += 2;
       continue;
     }
-    if (m == 0xd9) return true;  // EOI
+    if (m == 0xd9) return nullptr;  // EOI
     const size_t len = at(i + 2) << 8 | at(i + 3);
+    if (m == 0xc2) progressive = true;
+    if (m == 0xc0 || m == 0xc1) progressive = false;
     if (m == 0xc4) {
       // As stb: tables follow one another while the segment has bytes left; each is a class/id
       // byte, 16 counts and as many symbols as the counts add up to.
       for (size_t p = i + 4; p < i + 2 + len;) {
         size_t codes = 0;
         for (size_t k = 1; k <= 16; ++k) codes += at(p + k);
-        if (codes > 256) return false;
+        if (codes > 256) return "a Huffman table has over 256 codes";
+        const size_t tc = at(p) >> 4, th = at(p) & 15;
+        if (tc <= 1 && th <= 3) defined[tc][th] = true;
         p += 17 + codes;
+      }
+    }
+    if (m == 0xda) {
+      const size_t ns = at(i + 4), spectral = i + 5 + 2 * ns;
+      const size_t ss = at(spectral), ah = at(spectral + 2) >> 4;
+      for (size_t c = 0; c < ns; ++c) {
+        const size_t sel = at(i + 6 + 2 * c), td = sel >> 4, ta = sel & 15;
+        const bool needDc = progressive ? ss == 0 && ah == 0 : true;
+        const bool needAc = progressive ? ss > 0 : true;
+        if ((needDc && (td > 3 || !defined[0][td])) || (needAc && (ta > 3 || !defined[1][ta])))
+          return "a scan uses a Huffman table that no DHT segment defined";
       }
     }
     i += 2 + len;
   }
-  return true;
+  return nullptr;
 }
 
 // stb_image grows its buffer for a PNG's IDAT chunk to the chunk's declared length before it reads
@@ -171,8 +195,9 @@ Image decodeImageMemory(const uint8_t* data, size_t size, const std::string& wha
   if (size > static_cast<size_t>(INT32_MAX)) throw Error(what + ": file too large to decode");
   if (!knownImageSignature(data, size))
     throw Error(what + ": not a readable image (not a JPEG, PNG, BMP, PPM or PGM file)");
-  if (data[0] == 0xff && !jpegHuffmanTablesFit(data, size))
-    throw Error(what + ": not a readable image (corrupt JPEG: a Huffman table has over 256 codes)");
+  if (data[0] == 0xff)
+    if (const char* why = jpegTablesProblem(data, size))
+      throw Error(what + ": not a readable image (corrupt JPEG: " + why + ")");
   if (data[0] == 0x89 && !pngChunksFit(data, size))
     throw Error(what +
                 ": not a readable image (truncated PNG: a chunk runs past the end of the file)");

@@ -196,6 +196,14 @@ TEST_CASE("decodeImage converts grey and alpha to RGB and rejects what is not an
   CHECK_THROWS_WITH_AS(
       engine::decodeImage(SAESCOPE_TEST_DIR "/fuzz/corpus/fuzz_image/jpeg_dht_over_256_codes.jpg"),
       doctest::Contains("over 256 codes"), engine::Error);
+  // A progressive JPEG whose scan decodes with a Huffman table that was never defined (stb 2.27
+  // indexes uninitialised tables hundreds of MB out of bounds, found by fuzz_image) is refused;
+  // a valid progressive JPEG still decodes.
+  CHECK_THROWS_WITH_AS(
+      engine::decodeImage(SAESCOPE_TEST_DIR
+                          "/fuzz/corpus/fuzz_image/jpeg_progressive_undefined_huffman_table.jpg"),
+      doctest::Contains("no DHT segment defined"), engine::Error);
+  CHECK(engine::decodeImage(SAESCOPE_TEST_DIR "/fuzz/corpus/fuzz_image/progressive.jpg").width > 0);
   // A PNG chunk longer than the file: refused before stb allocates that length.
   CHECK_THROWS_WITH_AS(
       engine::decodeImage(SAESCOPE_TEST_DIR "/fuzz/corpus/fuzz_image/png_idat_length_2gib.png"),
