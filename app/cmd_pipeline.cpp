@@ -21,7 +21,8 @@ int cmdDemoData(const std::vector<std::string>& args) {
       .integer("--size", &cfg.size, "image side in pixels")
       .integer("--seed", &cfg.seed, "random seed (same seed: same files)")
       .str("--format", "png|jpg", &cfg.format, "image format")
-      .integer("--threads", &cfg.threads, "worker threads (0: all cores, or $OMP_NUM_THREADS when set)");
+      .integer("--threads", &cfg.threads,
+               "worker threads (0: all cores, or $OMP_NUM_THREADS when set)");
   if (!cmd.parse(args)) return 0;
   if (cfg.out.empty()) throw UsageError("--out: required; e.g. saescope demo-data --out demo");
   runWithProgress([&](engine::JobContext& ctx) { engine::generateDemoData(cfg, ctx); });
@@ -34,7 +35,8 @@ static void checkpointFlags(Command& cmd, const std::string& what, bool* resume,
                             int64_t* steps) {
   cmd.sw("--resume", resume,
          "continue the interrupted " + what + " saved in WS/checkpoints/ (with its settings)")
-      .real("--checkpoint-minutes", minutes, "save a resumable checkpoint this often (and on Ctrl-C)")
+      .real("--checkpoint-minutes", minutes,
+            "save a resumable checkpoint this often (and on Ctrl-C)")
       .integer("--checkpoint-steps", steps, "also save one every N steps (0: time-based only)");
 }
 

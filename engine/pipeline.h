@@ -21,9 +21,10 @@ struct RunOptions {
   uint64_t seed = 0;
 };
 
-// Sets the calling thread's LibTorch thread count (0: all cores, or $OMP_NUM_THREADS) and the CPU BLAS's threads to
-// match without oversubscribing (see setupDevice); for work outside the stages, such as building
-// the feature index. LibTorch's count is per thread with OpenMP: call it on the worker.
+// Sets the calling thread's LibTorch thread count (0: all cores, or $OMP_NUM_THREADS) and the CPU
+// BLAS's threads to match without oversubscribing (see setupDevice); for work outside the stages,
+// such as building the feature index. LibTorch's count is per thread with OpenMP: call it on the
+// worker.
 void configureThreads(int threads);
 
 struct TrainConfig {

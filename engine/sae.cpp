@@ -317,12 +317,12 @@ std::pair<SaeConfig, json> resumedConfig(const SaeConfig& given, const std::stri
       std::string flag = key;
       std::replace(flag.begin(), flag.end(), '_', '-');
       throw Error("--" + flag + " " + (v.is_string() ? v.get<std::string>() : v.dump()) +
-                  ": the checkpoint " + ckptPath + " was saved with " + saved.value(key, json()).dump() +
+                  ": the checkpoint " + ckptPath + " was saved with " +
+                  saved.value(key, json()).dump() +
                   "; resume with its settings, or run without --resume to start anew");
     }
-    forEachSetting(c, [&](const char* key, auto& v) {
-      v = saved.at(key).get<std::decay_t<decltype(v)>>();
-    });
+    forEachSetting(
+        c, [&](const char* key, auto& v) { v = saved.at(key).get<std::decay_t<decltype(v)>>(); });
   } catch (const json::exception& e) {
     throw Error(notePath + ": unreadable (" + std::string(e.what()) +
                 "); delete WS/checkpoints/sae.* and run without --resume");
@@ -342,7 +342,8 @@ struct SaeCheckpoint {
   Clock::time_point start = Clock::now(), lastSave = Clock::now();
 
   bool due(int64_t stepsDone) const {
-    return (everySteps > 0 && stepsDone % everySteps == 0) || secondsSince(lastSave) >= minutes * 60;
+    return (everySteps > 0 && stepsDone % everySteps == 0) ||
+           secondsSince(lastSave) >= minutes * 60;
   }
   void save(const torch::nn::Module& module, const torch::optim::Optimizer& opt, json position) {
     position.update(header);
@@ -404,56 +405,60 @@ StateDict trainModern(const SaeConfig& cfg, const torch::Tensor& xTrain,
     if (perm.defined()) perm = perm.to(device);
   }
   auto position = [&](int64_t stepsDone) {
-    return json{{"step", stepsDone}, {"perms", perms}, {"pos", pos},
-                {"trainer", trainer.extraState()}, {"last", lastJson(last)}};
+    return json{{"step", stepsDone},
+                {"perms", perms},
+                {"pos", pos},
+                {"trainer", trainer.extraState()},
+                {"last", lastJson(last)}};
   };
 
   ctx.beginStage("sae", total, "steps");
   ctx.skip(firstStep);
   int64_t done = firstStep;
   try {
-  for (int64_t step = firstStep; step < total; ++step) {
-    ctx.checkStop();
-    if (pos >= n) {
-      perm = torch::randperm(n, gen, longs).to(device);
-      pos = 0;
-      ++perms;
+    for (int64_t step = firstStep; step < total; ++step) {
+      ctx.checkStop();
+      if (pos >= n) {
+        perm = torch::randperm(n, gen, longs).to(device);
+        pos = 0;
+        ++perms;
+      }
+      const int64_t e = std::min(n, pos + batch);
+      const torch::Tensor xb = xs.index_select(0, perm.slice(0, pos, e));
+      pos = e;
+      const bool report = step % 10 == 0 || step + 1 == total;
+      const SaeTrainer::Step st = trainer.step(xb, report);
+      done = step + 1;
+      if (report) {
+        last[0] = st.loss;
+        last[1] = st.reconstruction;
+        last[2] = cfg.variant == "l1" ? st.sparsity : st.aux;
+        last[3] = st.l0;
+        if (!std::isfinite(st.loss))
+          throw Error("sae: the loss became " + std::to_string(st.loss) + "; try a smaller --lr");
+        ctx.advance(1,
+                    {{"loss", st.loss},
+                     {"reconstruction", st.reconstruction},
+                     {"sparsity", st.sparsity},
+                     {"aux", st.aux},
+                     {"l0", st.l0},
+                     {"dead", st.deadFraction}},
+                    step);
+        log.appendLine(nlohmann::json{
+            {"step", step},
+            {"loss", st.loss},
+            {"reconstruction", st.reconstruction},
+            {"sparsity", st.sparsity},
+            {"aux", st.aux},
+            {"l0", st.l0},
+            {"dead_fraction", st.deadFraction},
+            {"lr", st.lr}}.dump());
+      } else {
+        ctx.advance(1);
+      }
+      if (done < total && ck.due(done))
+        ck.save(*trainer.sae(), trainer.optimizer(), position(done));
     }
-    const int64_t e = std::min(n, pos + batch);
-    const torch::Tensor xb = xs.index_select(0, perm.slice(0, pos, e));
-    pos = e;
-    const bool report = step % 10 == 0 || step + 1 == total;
-    const SaeTrainer::Step st = trainer.step(xb, report);
-    done = step + 1;
-    if (report) {
-      last[0] = st.loss;
-      last[1] = st.reconstruction;
-      last[2] = cfg.variant == "l1" ? st.sparsity : st.aux;
-      last[3] = st.l0;
-      if (!std::isfinite(st.loss))
-        throw Error("sae: the loss became " + std::to_string(st.loss) + "; try a smaller --lr");
-      ctx.advance(1,
-                  {{"loss", st.loss},
-                   {"reconstruction", st.reconstruction},
-                   {"sparsity", st.sparsity},
-                   {"aux", st.aux},
-                   {"l0", st.l0},
-                   {"dead", st.deadFraction}},
-                  step);
-      log.appendLine(nlohmann::json{
-          {"step", step},
-          {"loss", st.loss},
-          {"reconstruction", st.reconstruction},
-          {"sparsity", st.sparsity},
-          {"aux", st.aux},
-          {"l0", st.l0},
-          {"dead_fraction", st.deadFraction},
-          {"lr", st.lr}}.dump());
-    } else {
-      ctx.advance(1);
-    }
-    if (done < total && ck.due(done)) ck.save(*trainer.sae(), trainer.optimizer(), position(done));
-  }
   } catch (const Cancelled&) {
     // Ctrl-C or the app's Cancel: keep the work done so far for --resume.
     if (done > firstStep) {
@@ -562,7 +567,8 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
     } else {
       fs::remove(logPath, ec);
       if (fileExists(ck.ckpt))
-        ctx.log("note: " + ck.ckpt + " holds an interrupted SAE run; this run starts anew (pass "
+        ctx.log("note: " + ck.ckpt +
+                " holds an interrupted SAE run; this run starts anew (pass "
                 "--resume to continue that one instead)");
     }
     LineAppender log(logPath);
@@ -595,51 +601,53 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
       const auto longs = torch::TensorOptions().dtype(torch::kLong);
       for (int epoch = 0; epoch < epoch0; ++epoch) torch::randperm(n, gen, longs);  // replayed
       try {
-      for (int epoch = epoch0; epoch < cfg.epochs; ++epoch) {
-        const torch::Tensor perm = torch::randperm(n, gen, longs).to(device);
-        for (int64_t s = epoch == epoch0 ? offset0 : 0; s < n; s += cfg.batch) {
-          ctx.checkStop();
-          const int64_t e = std::min(n, s + cfg.batch);
-          const torch::Tensor xb = x.index_select(0, perm.slice(0, s, e));
-          const torch::Tensor f = sae->encode(xb);
-          const torch::Tensor xHat = sae->decode(f);
-          const SaeLoss loss = saeLoss(xb, xHat, f, cfg.l1);
-          opt.zero_grad();
-          loss.total.backward();
-          opt.step();
-          const bool report = device.is_cpu() || step % 20 == 0 || e == n;
-          if (report) {
-            last[0] = loss.total.item<double>();
-            last[1] = loss.reconstruction.item<double>();
-            last[2] = loss.sparsity.item<double>();
-            last[3] = (f > 0).sum(1).to(torch::kFloat64).mean().item<double>();
-            if (!std::isfinite(last[0]))
-              throw Error("sae: the loss became " + std::to_string(last[0]) +
-                          "; try a smaller --lr");
-            ctx.advance(e - s,
-                        {{"loss", last[0]},
-                         {"reconstruction", last[1]},
-                         {"sparsity", last[2]},
-                         {"l0", last[3]}},
-                        step);
-            log.appendLine(json{
-                {"step", step},
-                {"epoch", epoch},
-                {"elapsed_s", ctx.snapshot().elapsed},
-                {"loss", last[0]},
-                {"reconstruction", last[1]},
-                {"sparsity", last[2]},
-                {"l0",
-                 last[3]}}.dump());
-          } else {
-            ctx.advance(e - s);
+        for (int epoch = epoch0; epoch < cfg.epochs; ++epoch) {
+          const torch::Tensor perm = torch::randperm(n, gen, longs).to(device);
+          for (int64_t s = epoch == epoch0 ? offset0 : 0; s < n; s += cfg.batch) {
+            ctx.checkStop();
+            const int64_t e = std::min(n, s + cfg.batch);
+            const torch::Tensor xb = x.index_select(0, perm.slice(0, s, e));
+            const torch::Tensor f = sae->encode(xb);
+            const torch::Tensor xHat = sae->decode(f);
+            const SaeLoss loss = saeLoss(xb, xHat, f, cfg.l1);
+            opt.zero_grad();
+            loss.total.backward();
+            opt.step();
+            const bool report = device.is_cpu() || step % 20 == 0 || e == n;
+            if (report) {
+              last[0] = loss.total.item<double>();
+              last[1] = loss.reconstruction.item<double>();
+              last[2] = loss.sparsity.item<double>();
+              last[3] = (f > 0).sum(1).to(torch::kFloat64).mean().item<double>();
+              if (!std::isfinite(last[0]))
+                throw Error("sae: the loss became " + std::to_string(last[0]) +
+                            "; try a smaller --lr");
+              ctx.advance(e - s,
+                          {{"loss", last[0]},
+                           {"reconstruction", last[1]},
+                           {"sparsity", last[2]},
+                           {"l0", last[3]}},
+                          step);
+              log.appendLine(json{
+                  {"step", step},
+                  {"epoch", epoch},
+                  {"elapsed_s", ctx.snapshot().elapsed},
+                  {"loss", last[0]},
+                  {"reconstruction", last[1]},
+                  {"sparsity", last[2]},
+                  {"l0",
+                   last[3]}}.dump());
+            } else {
+              ctx.advance(e - s);
+            }
+            ++step;
+            position = {{"epoch", e == n ? epoch + 1 : epoch},
+                        {"offset", e == n ? 0 : e},
+                        {"step", step},
+                        {"last", lastJson(last)}};
+            if (ck.due(step) && !(e == n && epoch + 1 == cfg.epochs)) ck.save(*sae, opt, position);
           }
-          ++step;
-          position = {{"epoch", e == n ? epoch + 1 : epoch}, {"offset", e == n ? 0 : e},
-                      {"step", step}, {"last", lastJson(last)}};
-          if (ck.due(step) && !(e == n && epoch + 1 == cfg.epochs)) ck.save(*sae, opt, position);
         }
-      }
       } catch (const Cancelled&) {
         if (step > firstStep) {  // Ctrl-C or the app's Cancel: keep the work for --resume
           ck.save(*sae, opt, position);

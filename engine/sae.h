@@ -87,7 +87,7 @@ class SaeTrainer {
   SparseAutoencoder& sae() { return m_sae; }
   double threshold() const { return m_threshold; }
   const torch::Tensor& sinceFired() const { return m_sinceFired; }  // [F] int64 vectors
-  torch::optim::Optimizer& optimizer() { return *m_opt; }  // after initialise()
+  torch::optim::Optimizer& optimizer() { return *m_opt; }           // after initialise()
   // The resumable state beside the module and the optimiser (step, threshold, firing counters),
   // and back onto the trainer's device. Throws engine::Error when it does not fit this trainer.
   nlohmann::json extraState() const;

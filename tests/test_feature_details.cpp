@@ -124,7 +124,9 @@ json runOracle(const std::string& ws, const json& quantiles) {
 
 }  // namespace
 
-TEST_CASE("quantile samples, stats and histograms, attribute correlations and decoder neighbours equal numpy's") {
+TEST_CASE(
+    "quantile samples, stats and histograms, attribute correlations and decoder neighbours equal "
+    "numpy's") {
   testutil::TempDir dir("feature-details");
   const std::string ws = dir.str();
   const int64_t matched = makeWorkspace(ws);

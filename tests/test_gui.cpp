@@ -5,6 +5,8 @@
 // screenshot or play a script, and checks the PNG and the app state it writes (--state-out).
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -12,8 +14,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-#include <atomic>
-#include <chrono>
 
 #include "engine/demo_data.h"
 #include "engine/error.h"
@@ -307,9 +307,9 @@ wait-idle 120
 wait 3
 )");
     const std::string state = tmp.str("state.json");
-    const int rc = runGui("--workspace " + q(ws) + " --view pipeline --script " + q(script) + " " +
-                              common(state),
-                          tmp.str("log.txt"));
+    const int rc = runGui(
+        "--workspace " + q(ws) + " --view pipeline --script " + q(script) + " " + common(state),
+        tmp.str("log.txt"));
     INFO(slurp(tmp.str("log.txt")));
     REQUIRE(rc == 0);
     const json running = readJson(tmp.str("running.json"));

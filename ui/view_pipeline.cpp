@@ -309,7 +309,7 @@ void PipelineView::drawSettings() {
       comboField("Device", "##device", &app.runOpts.device, devices,
                  "auto: CUDA when LibTorch has a GPU, else the CPU");
       int threads = app.runOpts.threads;
-      intField("CPU threads", "##threads", &threads, 0, 256, "0 = all cores");
+      intField("CPU threads", "##threads", &threads, 0, 256, "0 = all cores (or $OMP_NUM_THREADS)");
       const bool threadsChanged = threads != app.runOpts.threads;
       app.runOpts.threads = threads;
       if (before != app.runOpts.device || threadsChanged) app.refreshDevice();
