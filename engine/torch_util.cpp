@@ -118,6 +118,16 @@ void configureThreads(int threadsWanted) {
   }
 }
 
+void preferBlasThreads(const RunOptions& run, const torch::Device& device) {
+  using SetThreads = void (*)(int);
+  const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!device.is_cpu() || !set || std::getenv("SAESCOPE_BLAS_THREADS") ||
+      resolvedThreads(run.threads) != 2)
+    return;
+  at::set_num_threads(1);
+  set(2);
+}
+
 torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
   configureThreads(run.threads);
   std::string dev = run.device.empty() ? "auto" : run.device;

@@ -18,6 +18,12 @@ TensorData fromTorch(const torch::Tensor& t);
 // Resolves --device and sets the thread count (both thread-local and LibTorch-global settings).
 // Call on the worker thread that runs the job.
 torch::Device setupDevice(const RunOptions& run, JobContext* ctx);
+// For stages dominated by large matrix products (SAE training), after setupDevice: on the CPU
+// with 2 threads, LibTorch's own pool gets one thread and the BLAS gets both, since the two pools
+// fight over 2 cores (measured: an SAE epoch of 202,599 x 512 took 7.1-8.6 s with 2 LibTorch
+// threads and 1 BLAS thread, 6.7-6.8 s with 1 and 2). No effect with SAESCOPE_BLAS_THREADS set.
+void preferBlasThreads(const RunOptions& run, const torch::Device& device);
+
 // True when the CPU BLAS runs one thread per call (OpenBLAS set so by setupDevice on 1-2 threads,
 // or a BLAS without OpenBLAS's thread control): large products are then worth splitting over
 // LibTorch's threads by the caller.
