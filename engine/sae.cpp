@@ -534,6 +534,7 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
       throw Error(ws.embeddingsPath() + ": missing; run `saescope embed --workspace " + ws.dir() +
                   "` first");
     const torch::Device device = setupDevice(cfg.run, &ctx);
+    const ThreadsRestorer restoreThreads{cfg.run.threads};
     preferBlasThreads(cfg.run, device);
     torch::manual_seed(cfg.run.seed);
 

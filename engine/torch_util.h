@@ -23,6 +23,12 @@ torch::Device setupDevice(const RunOptions& run, JobContext* ctx);
 // fight over 2 cores (measured: an SAE epoch of 202,599 x 512 took 7.1-8.6 s with 2 LibTorch
 // threads and 1 BLAS thread, 6.7-6.8 s with 1 and 2). No effect with SAESCOPE_BLAS_THREADS set.
 void preferBlasThreads(const RunOptions& run, const torch::Device& device);
+// Restores configureThreads(threads) when it goes out of scope (LibTorch's count is also a
+// process-wide default for threads started later, such as the app's index loader).
+struct ThreadsRestorer {
+  int threads;
+  ~ThreadsRestorer() { configureThreads(threads); }
+};
 
 // True when the CPU BLAS runs one thread per call (OpenBLAS set so by setupDevice on 1-2 threads,
 // or a BLAS without OpenBLAS's thread control): large products are then worth splitting over
