@@ -101,6 +101,15 @@ int resolvedThreads(int wanted) {
     return std::atoi(omp);
   return std::max(1u, std::thread::hardware_concurrency());
 }
+
+// OpenBLAS's thread control, looked up at run time: null when libblas.so.3 is another BLAS, and
+// this binary still runs.
+using SetBlasThreads = void (*)(int);
+SetBlasThreads openblasSetThreads() {
+  static const auto f =
+      reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  return f;
+}
 }  // namespace
 
 void configureThreads(int threadsWanted) {
@@ -110,17 +119,14 @@ void configureThreads(int threadsWanted) {
   // libblas.so.3 is OpenBLAS, beside LibTorch's OpenMP pool: never more than --threads, and one on
   // machines of 1-2 threads, where the two pools fight (measured on 2 cores: an SAE epoch of
   // 202,599 x 512 took 14.0 s with 2 BLAS threads, 9.0 s with 1). SAESCOPE_BLAS_THREADS overrides.
-  // Looked up at run time: whatever libblas.so.3 is installed, this binary still runs.
-  using SetThreads = void (*)(int);
-  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+  if (const auto f = openblasSetThreads()) {
     const char* env = std::getenv("SAESCOPE_BLAS_THREADS");
     f(env ? std::max(1, std::atoi(env)) : (threads <= 2 ? 1 : threads));
   }
 }
 
 void preferBlasThreads(const RunOptions& run, const torch::Device& device) {
-  using SetThreads = void (*)(int);
-  const auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  const auto set = openblasSetThreads();
   if (!device.is_cpu() || !set || std::getenv("SAESCOPE_BLAS_THREADS") ||
       resolvedThreads(run.threads) != 2)
     return;
