@@ -91,6 +91,9 @@ static void saeFlags(Command& cmd, engine::SaeConfig& s, bool prefixed, std::str
       .real("--decoder-init-norm", &s.decoderInitNorm, "l1: initial decoder row norm")
       .real("--threshold-ema", &s.thresholdEma, "topk/batchtopk: EMA rate of the global threshold")
       .str("--holdout", "yes|no", holdout, "exclude the held-out split from SAE training");
+  if (!prefixed)  // `run` takes one --precision for every stage
+    cmd.str("--precision", "fp32|bf16", &s.precision,
+            "products in bf16 (AMX, tensor cores), weights and losses in fp32");
 }
 
 static void applyHoldout(engine::SaeConfig& s, const std::string& h) {
@@ -231,7 +234,7 @@ int cmdRun(const std::vector<std::string>& args) {
   requireWorkspace(t.workspace);
   e.workspace = s.workspace = t.workspace;
   e.run = s.run = t.run;
-  e.precision = t.precision;
+  e.precision = s.precision = t.precision;
   engine::validate(t);
   engine::validate(e);
   engine::validate(s);

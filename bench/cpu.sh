@@ -6,7 +6,9 @@
 #   usage: bash bench/cpu.sh        (after scripts/build.sh)
 #   env:   BENCH_IMAGES (64 px images, default 2000), BENCH_IMAGES_224 (default 256),
 #          BENCH_THREADS (default: all cores), REF_WORKERS (DataLoader workers, default 0),
-#          BENCH_SAE_ROWS (default 202599), BENCH_DIR (default /tmp/saescope-cpu-bench)
+#          BENCH_SAE_ROWS (default 202599), BENCH_DIR (default /tmp/saescope-cpu-bench),
+#          BENCH_BF16 (1: also --precision bf16 against the reference's bf16 recipe; default: 1 when
+#          the CPU has bf16 instructions, avx512_bf16 or amx_bf16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${SAESCOPE_BIN:-$(pwd)/build/app/saescope}
@@ -18,6 +20,7 @@ threads=${BENCH_THREADS:-$(nproc)}
 workers=${REF_WORKERS:-0}
 rows=${BENCH_SAE_ROWS:-202599}
 work=${BENCH_DIR:-/tmp/saescope-cpu-bench}
+bf16=${BENCH_BF16:-$(grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo 1 || echo 0)}
 [ -x "$bin" ] || { echo "bench/cpu.sh: $bin missing; run scripts/build.sh first" >&2; exit 1; }
 rm -rf "$work" && mkdir -p "$work"
 # saescope re-runs itself with OPENBLAS_CORETYPE when OpenBLAS mistakes this CPU for a "Prescott"
@@ -50,6 +53,14 @@ for spec in "64:$n64:png:32:128" "224:$n224:jpg:32:128"; do
   timed "ref-embed-$size" $py "$ref" embed "$folder" "$size" "$ebatch" "$threads" "$workers"
   timed "our-embed-$size" "$bin" embed --workspace "$work/ws$size" --batch "$ebatch" \
     --threads "$threads"
+  if [ "$bf16" = 1 ]; then
+    timed "ref-train-$size-bf16" $py "$ref" train "$folder" "$size" "$tbatch" "$threads" "$workers" bf16
+    timed "our-train-$size-bf16" "$bin" train --data "$data" --workspace "$work/ws$size-bf16" \
+      --image-size "$size" --batch "$tbatch" --threads "$threads" --weights none --precision bf16
+    timed "ref-embed-$size-bf16" $py "$ref" embed "$folder" "$size" "$ebatch" "$threads" "$workers" bf16
+    timed "our-embed-$size-bf16" "$bin" embed --workspace "$work/ws$size-bf16" --batch "$ebatch" \
+      --threads "$threads" --precision bf16
+  fi
   echo "$size $count" >> "$work/counts"
 done
 
@@ -58,15 +69,26 @@ sae="$work/ws-sae"; mkdir -p "$sae"
 $py -c "import numpy as np; np.save('$sae/embeddings.npy', np.random.default_rng(0).standard_normal(($rows, 512), dtype=np.float32))"
 timed ref-sae $py "$ref" sae "$sae/embeddings.npy" "$threads"
 timed our-sae "$bin" sae --workspace "$sae" --epochs 1 --threads "$threads"
-ref_epoch=$($py -c "import json; print(round(json.loads(open('$work/out.ref-sae').read().splitlines()[-1])['epoch_seconds'], 2))")
-our_epoch=$($py -c "
+epoch_of() {  # the training loop's time, from the step log of the SAE run just finished
+  $py -c "
 import json
 last = [json.loads(l) for l in open('$sae/logs/sae.jsonl')][-1]
-print(round(last['elapsed_s'], 2))")
+print(round(last['elapsed_s'], 2))"
+}
+our_epoch=$(epoch_of)
+ref_json() { $py -c "import json; print(round(json.loads(open('$work/out.$1').read().splitlines()[-1])['$2'], 2))"; }
+ref_epoch=$(ref_json ref-sae epoch_seconds)
+if [ "$bf16" = 1 ]; then
+  timed ref-sae-bf16 $py "$ref" sae "$sae/embeddings.npy" "$threads" bf16
+  timed our-sae-bf16 "$bin" sae --workspace "$sae" --epochs 1 --threads "$threads" --precision bf16
+  ref_epoch_bf16=$(ref_json ref-sae-bf16 epoch_seconds) our_epoch_bf16=$(epoch_of)
+  # the fp32 SAE stays the current one for the index rows below
+  "$bin" sae --workspace "$sae" --use seed-f512-l0.1-s0 > /dev/null 2>&1
+fi
 # Top-16 of every feature: the reference (512 features, materialises N x F) and saescope's
 # feature index (4096 features, chunked) built by `sae --use`.
 timed ref-topk $py "$ref" topk "$sae/embeddings.npy" "$sae/sae.pt" "$threads"
-ref_topk=$($py -c "import json; print(round(json.loads(open('$work/out.ref-topk').read().splitlines()[-1])['topk_seconds'], 2))")
+ref_topk=$(ref_json ref-topk topk_seconds)
 "$bin" sae --workspace "$sae" --variant topk --features 4096 --steps 3 --batch 4096 \
   --name wide --threads "$threads" > /dev/null 2>&1
 timed our-index-512 "$bin" sae --workspace "$sae" --use seed-f512-l0.1-s0 --threads "$threads"
@@ -85,12 +107,19 @@ while read -r size count; do
     awk -v st="$st" -v size="$size" -v n="$count" -v r="$r" -v o="$o" -v rm="$(get "ref-$st-$size" 3)" \
         -v om="$(get "our-$st-$size" 3)" 'BEGIN {
       printf "| %s %s px | %d | %.1f | %.1f | %d | %.1f | %.1f | %d | %.2fx |\n", st, size, n, r, n / r, rm, o, n / o, om, r / o }'
+    [ "$bf16" = 1 ] || continue
+    rb=$(get "ref-$st-$size-bf16" 2); ob=$(get "our-$st-$size-bf16" 2)
+    awk -v st="$st" -v size="$size" -v n="$count" -v r="$rb" -v o="$ob" -v r32="$r" \
+        -v rm="$(get "ref-$st-$size-bf16" 3)" -v om="$(get "our-$st-$size-bf16" 3)" 'BEGIN {
+      printf "| %s %s px, bf16 (both) | %d | %.1f | %.1f | %d | %.1f | %.1f | %d | %.2fx (%.2fx the fp32 reference) |\n",
+        st, size, n, r, n / r, rm, o, n / o, om, r / o, r32 / o }'
   done
 done < "$work/counts"
 echo
 echo "| SAE, reference loss, $rows x 512, 512 features, batch 512 | reference | saescope |"
 echo "|---|---|---|"
 echo "| one epoch (training loop) | $ref_epoch s | $our_epoch s |"
+[ "$bf16" = 1 ] && echo "| one epoch, products in bf16 (both) | $ref_epoch_bf16 s | $our_epoch_bf16 s |"
 echo "| whole command (load, train, evaluate, write, index) | $(get ref-sae 2) s | $(get our-sae 2) s |"
 echo "| peak memory | $(get ref-sae 3) MiB | $(get our-sae 3) MiB |"
 echo

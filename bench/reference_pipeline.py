@@ -2,10 +2,14 @@
 for bench/cpu.sh. Each mode prints one JSON line with its timings; the caller measures the whole
 process too (imports and data loading included).
 
-usage: reference_pipeline.py train DATA SIZE BATCH THREADS WORKERS
-       reference_pipeline.py embed DATA SIZE BATCH THREADS WORKERS
-       reference_pipeline.py sae   EMBEDDINGS.npy THREADS            (one epoch, reference loss)
+usage: reference_pipeline.py train DATA SIZE BATCH THREADS WORKERS [PRECISION]
+       reference_pipeline.py embed DATA SIZE BATCH THREADS WORKERS [PRECISION]
+       reference_pipeline.py sae   EMBEDDINGS.npy THREADS [PRECISION] (one epoch, reference loss)
        reference_pipeline.py topk  EMBEDDINGS.npy SAE.pt THREADS      (top-16 of every feature)
+
+PRECISION: fp32 (default, the notebook) or bf16, the usual PyTorch recipe for bf16 on a CPU with
+AMX, as saescope's --precision bf16 does it: fine-tuning under torch.autocast with channels-last
+(losses in fp32), embedding with a bf16 model and channels-last, the SAE's products in bf16.
 """
 import json
 import sys
@@ -32,16 +36,23 @@ def backbone():
     return m
 
 
-def train(data, size, batch, threads, workers):
+def train(data, size, batch, threads, workers, precision="fp32"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     ds, dl = loader(data, size, batch, workers, True)
     model = backbone().train()
+    bf16 = precision == "bf16"
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     t0 = time.time()
     for x, _ in dl:
-        e = model(x)
-        e_rot = model(torch.rot90(x, 2, (2, 3)))
+        if bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            e = model(x)
+            e_rot = model(torch.rot90(x, 2, (2, 3)))
+        e, e_rot = e.float(), e_rot.float()
         loss = F.cross_entropy(e @ e.T, torch.arange(len(x))) + F.mse_loss(e, -e_rot)
         opt.zero_grad()
         loss.backward()
@@ -50,38 +61,47 @@ def train(data, size, batch, threads, workers):
     return {"images": len(ds), "loop_seconds": s, "loop_images_per_s": len(ds) / s}
 
 
-def embed(data, size, batch, threads, workers):
+def embed(data, size, batch, threads, workers, precision="fp32"):
     torch.set_num_threads(threads)
     ds, dl = loader(data, size, batch, workers, False)
     model = backbone().eval()
+    bf16 = precision == "bf16"
+    if bf16:
+        model = model.bfloat16().to(memory_format=torch.channels_last)
     out = []
     t0 = time.time()
     with torch.no_grad():
         for x, _ in dl:
-            out.append(model(x))
+            if bf16:
+                x = x.bfloat16().contiguous(memory_format=torch.channels_last)
+            out.append(model(x).float())
     np.save("/tmp/reference_embeddings.npy", torch.cat(out).numpy())
     s = time.time() - t0
     return {"images": len(ds), "loop_seconds": s, "loop_images_per_s": len(ds) / s}
 
 
 class SAE(torch.nn.Module):
-    def __init__(self, d, f):
+    def __init__(self, d, f, bf16=False):
         super().__init__()
         self.weight_encoder = torch.nn.Parameter(torch.randn(d, f))
         self.weight_decoder = torch.nn.Parameter(torch.randn(f, d))
         self.bias_encoder = torch.nn.Parameter(torch.zeros(f))
         self.bias_decoder = torch.nn.Parameter(torch.zeros(d))
+        if bf16:
+            self.mm = lambda a, b: (a.bfloat16() @ b.bfloat16()).float()
+        else:
+            self.mm = lambda a, b: a @ b
 
     def forward(self, x):
-        f = F.relu((x - self.bias_decoder) @ self.weight_encoder + self.bias_encoder)
-        return f, f @ self.weight_decoder + self.bias_decoder
+        f = F.relu(self.mm(x - self.bias_decoder, self.weight_encoder) + self.bias_encoder)
+        return f, self.mm(f, self.weight_decoder) + self.bias_decoder
 
 
-def sae(path, threads):
+def sae(path, threads, precision="fp32"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     x = F.normalize(torch.from_numpy(np.load(path)), dim=1)
-    model = SAE(x.shape[1], 512)
+    model = SAE(x.shape[1], 512, bf16=precision == "bf16")
     opt = torch.optim.Adam(model.parameters(), lr=1e-5, weight_decay=1e-4)
     t0 = time.time()
     for idx in torch.randperm(len(x)).split(512):
@@ -110,9 +130,9 @@ def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode in ("train", "embed"):
         data, size, batch, threads, workers = args[0], *map(int, args[1:5])
-        r = (train if mode == "train" else embed)(data, size, batch, threads, workers)
+        r = (train if mode == "train" else embed)(data, size, batch, threads, workers, *args[5:])
     elif mode == "sae":
-        r = sae(args[0], int(args[1]))
+        r = sae(args[0], int(args[1]), *args[2:])
     else:
         r = topk(args[0], args[1], int(args[2]))
     print(json.dumps({"mode": mode, "torch": torch.__version__, **r}))

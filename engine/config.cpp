@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <type_traits>
 
 #include "error.h"
 #include "pipeline.h"
@@ -38,6 +39,7 @@ json toJson(const SaeConfig& c) {
             {"l1", c.l1},
             {"weight_decay", c.weightDecay},
             {"run", toJson(c.run)}};
+  if (c.precision != "fp32") j["precision"] = c.precision;  // fp32 records stay as they were
   if (c.variant != "seed") {  // the seed record stays as it was
     j["name"] = c.name.empty() ? saeRunName(c) : c.name;
     j["steps"] = c.steps;
@@ -57,6 +59,15 @@ json toJson(const SaeConfig& c) {
     j["name"] = c.name;
   }
   return j;
+}
+
+SaeConfig saeConfigFromJson(const json& j) {
+  SaeConfig c = saeDefaults(j.value("variant", std::string("seed")));
+  forEachSaeSetting(c, [&](const std::string& key, auto& v) {
+    if (key == "name" || key == "seed" || !j.contains(key) || j[key].is_null()) return;
+    v = j[key].get<std::decay_t<decltype(v)>>();
+  });
+  return c;
 }
 
 SaeConfig saeDefaults(const std::string& variant) {
@@ -93,7 +104,8 @@ std::string saeRunName(const SaeConfig& c) {
     std::snprintf(buf, sizeof buf, "-l%g", c.l1);
     n += buf;
   }
-  return n + "-s" + std::to_string(c.run.seed);
+  n += "-s" + std::to_string(c.run.seed);
+  return c.precision == "fp32" ? n : n + "-" + c.precision;
 }
 
 double saeEffectiveLr(const SaeConfig& c) {
@@ -197,6 +209,7 @@ void validate(const SaeConfig& c) {
       throw Error("--name " + c.name + ": use letters, digits, '-', '_' and '.' only");
   if (!c.name.empty() && c.name[0] == '.')
     throw Error("--name " + c.name + ": must not start with '.'");
+  validatePrecision(c.precision);
   validateRun(c.run);
 }
 

@@ -84,6 +84,9 @@ struct SaeConfig {
   double decoderInitNorm = 1;  // l1: initial norm of decoder rows
   double thresholdEma = 0.01;  // topk/batchtopk: EMA rate of the global threshold
   bool holdout = false;        // exclude the held-out split from training (modern: on)
+  // fp32 | bf16: bf16 runs the matrix products in bfloat16 (AMX / tensor cores) with fp32 weights,
+  // optimiser and losses; fp32 stays the reference.
+  std::string precision = "fp32";
   RunOptions run;
   // Resumable training, as TrainConfig's: WS/checkpoints/sae.ckpt (+ sae.json) every
   // `checkpointMinutes` (and every `checkpointSteps` steps when > 0, and when cancelled); `resume`
@@ -94,10 +97,38 @@ struct SaeConfig {
   int64_t checkpointSteps = 0;
 };
 
+// Every setting that decides what an SAE run computes, by its key (the keys of toJson and of
+// the SAE checkpoint's record): f(key, member) for each.
+template <class F>
+void forEachSaeSetting(SaeConfig& c, F&& f) {
+  f("variant", c.variant);
+  f("name", c.name);
+  f("features", c.features);
+  f("epochs", c.epochs);
+  f("steps", c.steps);
+  f("batch", c.batch);
+  f("lr", c.lr);
+  f("l1", c.l1);
+  f("weight_decay", c.weightDecay);
+  f("k", c.k);
+  f("k_aux", c.kAux);
+  f("aux_alpha", c.auxAlpha);
+  f("dead_after", c.deadAfter);
+  f("lr_warmup", c.lrWarmup);
+  f("lr_decay", c.lrDecay);
+  f("l1_warmup", c.l1Warmup);
+  f("grad_clip", c.gradClip);
+  f("decoder_init_norm", c.decoderInitNorm);
+  f("threshold_ema", c.thresholdEma);
+  f("holdout", c.holdout);
+  f("precision", c.precision);
+  f("seed", c.run.seed);
+}
+
 // The defaults of `variant` (unknown names: the seed defaults, left for validate() to reject).
 // modern: 4096 features, k 16, batch 4096, k_aux 256, α 1/32, 2000 steps, lr scaled with width.
 SaeConfig saeDefaults(const std::string& variant);
-// The run name used when cfg.name is empty, e.g. "topk-f4096-k16-s0".
+// The run name used when cfg.name is empty, e.g. "topk-f4096-k16-s0" ("...-s0-bf16" for bf16).
 std::string saeRunName(const SaeConfig& cfg);
 // The learning rate actually used (resolves lr == 0).
 double saeEffectiveLr(const SaeConfig& cfg);
@@ -106,6 +137,11 @@ nlohmann::json toJson(const RunOptions& c);
 nlohmann::json toJson(const TrainConfig& c);
 nlohmann::json toJson(const EmbedConfig& c);
 nlohmann::json toJson(const SaeConfig& c);
+// The settings of a recorded run (toJson's form, e.g. the manifest's stages.sae.config): the
+// variant's defaults with every recorded setting on top. The run name and the run options
+// (device, threads, seed) are left at their defaults: a new run gets its own name. Throws
+// nlohmann::json's exceptions on values of the wrong type.
+SaeConfig saeConfigFromJson(const nlohmann::json& j);
 
 // Throws engine::Error naming the flag when a value is out of range.
 void validate(const TrainConfig& c);

@@ -29,15 +29,27 @@ SparseAutoencoderImpl::SparseAutoencoderImpl(int64_t inputDim, int64_t features)
 }
 
 torch::Tensor SparseAutoencoderImpl::encode(const torch::Tensor& x) {
-  return torch::relu(torch::addmm(bias_encoder, x - bias_decoder, weight_encoder));
+  return torch::relu(preActivation(x));
 }
 
 torch::Tensor SparseAutoencoderImpl::preActivation(const torch::Tensor& x) {
-  return torch::addmm(bias_encoder, x - bias_decoder, weight_encoder);
+  if (productType == at::kFloat)
+    return torch::addmm(bias_encoder, x - bias_decoder, weight_encoder);
+  return productIn(x - bias_decoder, weight_encoder, productType) + bias_encoder;
 }
 
 torch::Tensor SparseAutoencoderImpl::decode(const torch::Tensor& f) {
-  return torch::addmm(bias_decoder, f, weight_decoder);
+  if (productType == at::kFloat) return torch::addmm(bias_decoder, f, weight_decoder);
+  return productIn(f, weight_decoder, productType) + bias_decoder;
+}
+
+torch::Tensor productIn(const torch::Tensor& a, const torch::Tensor& b, at::ScalarType type) {
+  if (type == at::kFloat) return torch::mm(a, b);
+  return torch::mm(a.to(type), b.to(type)).to(at::kFloat);
+}
+
+at::ScalarType productTypeOf(const std::string& precision) {
+  return precision == "bf16" ? at::kBFloat16 : at::kFloat;
 }
 
 SaeLoss saeLoss(const torch::Tensor& x, const torch::Tensor& xHat, const torch::Tensor& f,
@@ -89,8 +101,8 @@ torch::Tensor thresholdActivation(const torch::Tensor& pre, const torch::Tensor&
 }
 
 torch::Tensor auxkLoss(const torch::Tensor& pre, const torch::Tensor& residual,
-                       const torch::Tensor& weightDecoder, const torch::Tensor& dead,
-                       int64_t kAux) {
+                       const torch::Tensor& weightDecoder, const torch::Tensor& dead, int64_t kAux,
+                       at::ScalarType productType) {
   const int64_t nDead = dead.sum().item<int64_t>();
   if (nDead == 0 || kAux < 1) return torch::zeros({}, pre.options());
   const int64_t k = std::min(kAux, nDead);
@@ -98,7 +110,7 @@ torch::Tensor auxkLoss(const torch::Tensor& pre, const torch::Tensor& residual,
   const auto top = masked.topk(k, 1);
   const torch::Tensor z =
       torch::zeros_like(pre).scatter(1, std::get<1>(top), torch::relu(std::get<0>(top)));
-  const torch::Tensor eHat = torch::mm(z, weightDecoder);
+  const torch::Tensor eHat = productIn(z, weightDecoder, productType);
   return (eHat - residual).pow(2).mean();
 }
 
@@ -130,6 +142,7 @@ double lrFactor(int64_t step, int64_t total, double warmup, double decay) {
 SaeTrainer::SaeTrainer(const SaeConfig& cfg, int64_t inputDim, int64_t totalSteps,
                        int64_t deadAfter)
     : m_cfg(cfg), m_total(totalSteps), m_deadAfter(deadAfter), m_sae(inputDim, cfg.features) {
+  m_sae->productType = productTypeOf(cfg.precision);
   m_sinceFired = torch::zeros({cfg.features}, torch::kLong);
 }
 
@@ -189,7 +202,8 @@ SaeTrainer::Step SaeTrainer::step(const torch::Tensor& xb, bool report) {
     const torch::Tensor xHat = m_sae->decode(f);
     recon = (xHat - xb).pow(2).mean();
     const torch::Tensor dead = m_sinceFired >= m_deadAfter;
-    aux = auxkLoss(pre, (xb - xHat).detach(), m_sae->weight_decoder, dead, m_cfg.kAux);
+    aux = auxkLoss(pre, (xb - xHat).detach(), m_sae->weight_decoder, dead, m_cfg.kAux,
+                   m_sae->productType);
     total = recon + m_cfg.auxAlpha * aux;
     // The global threshold for single-image encoding: EMA of the batch threshold.
     const double tau = batchThreshold(pre, m_cfg.k);
@@ -249,35 +263,9 @@ double secondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// Every setting that decides what an SAE run computes, by its key, for the checkpoint's record.
-template <class F>
-void forEachSetting(SaeConfig& c, F&& f) {
-  f("variant", c.variant);
-  f("name", c.name);
-  f("features", c.features);
-  f("epochs", c.epochs);
-  f("steps", c.steps);
-  f("batch", c.batch);
-  f("lr", c.lr);
-  f("l1", c.l1);
-  f("weight_decay", c.weightDecay);
-  f("k", c.k);
-  f("k_aux", c.kAux);
-  f("aux_alpha", c.auxAlpha);
-  f("dead_after", c.deadAfter);
-  f("lr_warmup", c.lrWarmup);
-  f("lr_decay", c.lrDecay);
-  f("l1_warmup", c.l1Warmup);
-  f("grad_clip", c.gradClip);
-  f("decoder_init_norm", c.decoderInitNorm);
-  f("threshold_ema", c.thresholdEma);
-  f("holdout", c.holdout);
-  f("seed", c.run.seed);
-}
-
 json settingsJson(SaeConfig c) {
   json j;
-  forEachSetting(c, [&](const char* key, const auto& v) { j[key] = v; });
+  forEachSaeSetting(c, [&](const char* key, const auto& v) { j[key] = v; });
   return j;
 }
 
@@ -313,16 +301,18 @@ std::pair<SaeConfig, json> resumedConfig(const SaeConfig& given, const std::stri
     saved = note.at("settings");
     const json now = settingsJson(given), defaults = settingsJson(saeDefaults(given.variant));
     for (const auto& [key, v] : now.items()) {
-      if (v == defaults.at(key) || v == saved.value(key, json())) continue;
+      if (v == defaults.at(key) || v == saved.value(key, defaults.at(key))) continue;
       std::string flag = key;
       std::replace(flag.begin(), flag.end(), '_', '-');
       throw Error("--" + flag + " " + (v.is_string() ? v.get<std::string>() : v.dump()) +
                   ": the checkpoint " + ckptPath + " was saved with " +
-                  saved.value(key, json()).dump() +
+                  saved.value(key, defaults.at(key)).dump() +
                   "; resume with its settings, or run without --resume to start anew");
     }
-    forEachSetting(
-        c, [&](const char* key, auto& v) { v = saved.at(key).get<std::decay_t<decltype(v)>>(); });
+    forEachSaeSetting(c, [&](const char* key, auto& v) {
+      // A setting added later (precision) is absent from older checkpoints: its default holds.
+      if (saved.contains(key)) v = saved.at(key).get<std::decay_t<decltype(v)>>();
+    });
   } catch (const json::exception& e) {
     throw Error(notePath + ": unreadable (" + std::string(e.what()) +
                 "); delete WS/checkpoints/sae.* and run without --resume");
@@ -535,7 +525,8 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
                   "` first");
     const torch::Device device = setupDevice(cfg.run, &ctx);
     const ThreadsRestorer restoreThreads{cfg.run.threads};
-    preferBlasThreads(cfg.run, device);
+    // bf16 products run in oneDNN on LibTorch's own pool, not in the BLAS.
+    if (cfg.precision == "fp32") preferBlasThreads(cfg.run, device);
     torch::manual_seed(cfg.run.seed);
 
     const TensorData emb = readNpy(ws.embeddingsPath());
@@ -581,6 +572,7 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
     if (cfg.variant == "seed") {
       x = x.to(device);
       SparseAutoencoder sae(d, cfg.features);
+      sae->productType = productTypeOf(cfg.precision);
       sae->to(device);
       torch::optim::Adam opt(sae->parameters(),
                              torch::optim::AdamOptions(cfg.lr).weight_decay(cfg.weightDecay));

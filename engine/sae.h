@@ -31,6 +31,9 @@ struct SparseAutoencoderImpl : torch::nn::Module {
   torch::Tensor decode(const torch::Tensor& f);
 
   torch::Tensor weight_encoder, weight_decoder, bias_encoder, bias_decoder;
+  // The type the products run in: kFloat32 (the reference), or kBFloat16 (--precision bf16:
+  // operands rounded to bf16, products accumulated and returned in fp32, biases added in fp32).
+  at::ScalarType productType = at::kFloat;
 };
 TORCH_MODULE(SparseAutoencoder);
 
@@ -40,6 +43,12 @@ struct SaeLoss {
 };
 SaeLoss saeLoss(const torch::Tensor& x, const torch::Tensor& xHat, const torch::Tensor& f,
                 double l1);
+
+// a·b with the operands rounded to `type` and the result in fp32 (a plain mm for kFloat).
+// Differentiable: the backward products run in `type` too.
+torch::Tensor productIn(const torch::Tensor& a, const torch::Tensor& b, at::ScalarType type);
+// at::kBFloat16 for --precision bf16, else at::kFloat.
+at::ScalarType productTypeOf(const std::string& precision);
 
 // Row-wise L2 normalisation as torch.nn.functional.normalize (eps 1e-12).
 torch::Tensor l2normalizeRows(const torch::Tensor& x);
@@ -58,8 +67,10 @@ double batchThreshold(const torch::Tensor& pre, int64_t k);
 torch::Tensor thresholdActivation(const torch::Tensor& pre, const torch::Tensor& theta);
 // AuxK: the top-kAux dead latents (ReLU'd pre-activations, others masked) reconstruct the
 // residual (no decoder bias); returns mean((ê − residual)²). dead: [F] bool. Zero when none dead.
+// The product ê = z W_d runs in `productType` (see SparseAutoencoderImpl).
 torch::Tensor auxkLoss(const torch::Tensor& pre, const torch::Tensor& residual,
-                       const torch::Tensor& weightDecoder, const torch::Tensor& dead, int64_t kAux);
+                       const torch::Tensor& weightDecoder, const torch::Tensor& dead, int64_t kAux,
+                       at::ScalarType productType = at::kFloat);
 // Removes from the decoder gradient its component parallel to each (unit) decoder row.
 void removeParallelGradient(const torch::Tensor& weightDecoder);
 // Scales each decoder row to unit L2 norm (in place, no grad).

@@ -218,14 +218,14 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
           torch::Tensor x = hostToDevice(batch.pixels.data(), {batch.size, 3, s, s}, device);
           x = normalizeInput(x, cfg.normalize);
           if (channelsLast) x = toChannelsLast(x);
-          FineTuneLoss loss;
+          torch::Tensor e, eRot;
           {
             AutocastGuard autocast(device, bf16);
-            const torch::Tensor e = model->forward(x);
-            const torch::Tensor eRot = model->forward(x.flip({2, 3}));
-            // The losses in fp32 whatever the forward ran in.
-            loss = fineTuneLoss(e.to(torch::kFloat32), eRot.to(torch::kFloat32));
+            e = model->forward(x);
+            eRot = model->forward(x.flip({2, 3}));
           }
+          // The losses in fp32 whatever the forward ran in (outside autocast, E Eᵀ included).
+          const FineTuneLoss loss = fineTuneLoss(e.to(torch::kFloat32), eRot.to(torch::kFloat32));
           opt.zero_grad();
           loss.total.backward();
           opt.step();

@@ -333,6 +333,58 @@ wait 3
     CHECK(slurp(ws + "/sae.pt") == saeBefore);  // an unfinished run writes no SAE
   }
 
+  TEST_CASE("the pipeline view starts from the last SAE run's variant and settings") {
+    REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
+    Fixture& f = fixture();
+    testutil::TempDir tmp("gui-sae-settings");
+    const std::string ws = tmp.str("ws");
+    fs::copy(f.ws, ws, fs::copy_options::recursive);
+    // The last SAE run: a bf16 topk one (before, the view took its numbers but kept the seed
+    // variant, so Run failed on "--epochs 0").
+    engine::SaeConfig c = engine::saeDefaults("topk");
+    c.workspace = ws;
+    c.features = 32;
+    c.k = 4;
+    c.batch = 16;
+    c.steps = 30;
+    c.precision = "bf16";
+    c.run.threads = 1;
+    engine::JobContext ctx;
+    engine::runSae(c, ctx);
+    const std::string name = "topk-f32-k4-s0-bf16";
+    const std::string created = readJson(ws + "/manifest.json")["sae_runs"][name]["created"];
+
+    const std::string script = writeScript(tmp.str("run.script"), R"(
+wait 3
+state )" + tmp.str("before.json") + R"(
+click run_all
+wait-progress 120
+wait-idle 300
+wait 3
+)");
+    const std::string state = tmp.str("state.json");
+    const int rc = runGui(
+        "--workspace " + q(ws) + " --view pipeline --script " + q(script) + " " + common(state),
+        tmp.str("log.txt"));
+    INFO(slurp(tmp.str("log.txt")));
+    REQUIRE(rc == 0);
+    const json before = readJson(tmp.str("before.json"))["sae_settings"];
+    CHECK(before["variant"] == "topk");
+    CHECK(before["features"] == 32);
+    CHECK(before["k"] == 4);
+    CHECK(before["steps"] == 30);
+    CHECK(before["precision"] == "bf16");
+    const json s = readJson(state);
+    CHECK(s["job"]["last"]["state"] == "done");
+    CHECK(s["job"]["last"]["error"] == "");
+    // Run all trained the same SAE again, with those settings.
+    const json m = readJson(ws + "/manifest.json");
+    CHECK(m["current_sae"] == name);
+    CHECK(m["sae_runs"][name]["created"] != created);
+    CHECK(m["sae_runs"][name]["config"]["k"] == 4);
+    CHECK(m["sae_runs"][name]["config"]["precision"] == "bf16");
+  }
+
   TEST_CASE("a workspace without embeddings shows what is missing and the buttons that make it") {
     REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
     testutil::TempDir tmp("gui-missing");

@@ -1,5 +1,6 @@
 // Modern SAE variants (topk, batchtopk, l1), their building blocks, AUROC and the held-out split,
 // against the Python reference (tests/python/sae_oracle.py).
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -83,13 +84,24 @@ TEST_CASE("SAE building blocks equal the Python reference") {
     CHECK(engine::lrFactor(s, 10, 0.2, 0.3) == doctest::Approx(lrs[s]).epsilon(1e-12));
 }
 
-TEST_CASE("topk, batchtopk and l1 training steps equal the Python reference") {
+TEST_CASE("topk, batchtopk and l1 training steps equal the Python reference, fp32 and bf16") {
   const json all = oracle("train");
-  for (const char* variant : {"topk", "batchtopk", "l1"}) {
-    CAPTURE(variant);
-    const json& r = all[variant];
+  // The bf16 products must change the result (else this would not test them).
+  for (const char* v : {"topk", "l1"}) {
+    const auto a = all[v]["final"]["we"]["data"].get<std::vector<double>>();
+    const auto b = all[std::string(v) + "-bf16"]["final"]["we"]["data"].get<std::vector<double>>();
+    double diff = 0;
+    for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::abs(a[i] - b[i]));
+    CHECK(diff > 1e-4);
+  }
+  for (const std::string run : {"topk", "batchtopk", "l1", "topk-bf16", "l1-bf16"}) {
+    CAPTURE(run);
+    const json& r = all[run];
     const json& c = r["config"];
+    const bool bf16 = run.size() > 5 && run.compare(run.size() - 5, 5, "-bf16") == 0;
+    const std::string variant = bf16 ? run.substr(0, run.size() - 5) : run;
     engine::SaeConfig cfg = engine::saeDefaults(variant);
+    cfg.precision = bf16 ? "bf16" : "fp32";
     cfg.features = c["F"];
     cfg.k = c["k"];
     cfg.kAux = c["k_aux"];
@@ -130,7 +142,7 @@ TEST_CASE("topk, batchtopk and l1 training steps equal the Python reference") {
     for (size_t j = 0; j < since.size(); ++j)
       CHECK(trainer.sinceFired()[j].item<int64_t>() == since[j]);
     CHECK(trainer.threshold() == doctest::Approx(fin["threshold"].get<double>()).epsilon(1e-5));
-    if (std::string(variant) != "l1")  // unit decoder rows after every step
+    if (variant != "l1")  // unit decoder rows after every step
       CHECK((trainer.sae()->weight_decoder.norm(2, 1) - 1).abs().max().item<double>() < 1e-5);
   }
 }
@@ -172,6 +184,39 @@ TEST_CASE("variant defaults, validation and run names") {
   CHECK_NOTHROW(engine::validate(engine::saeDefaults("l1")));
   CHECK(engine::toJson(seed).count("k") == 0);  // the seed record is unchanged
   CHECK(engine::toJson(topk)["k_aux"] == 256);
+  // --precision: bf16 runs get their own name (kept beside the fp32 run) and record it.
+  CHECK(engine::toJson(seed).count("precision") == 0);
+  engine::SaeConfig bf = topk;
+  bf.precision = "bf16";
+  CHECK(engine::saeRunName(bf) == "topk-f4096-k16-s0-bf16");
+  CHECK(engine::toJson(bf)["precision"] == "bf16");
+  bf.precision = "fp16";
+  CHECK_THROWS_WITH(engine::validate(bf), "--precision fp16: expected fp32 or bf16");
+
+  // A recorded run's settings come back from its record (the app starts from the last run's).
+  for (const char* v : {"seed", "l1", "topk", "batchtopk"}) {
+    CAPTURE(v);
+    engine::SaeConfig c = engine::saeDefaults(v);
+    c.features = 96;
+    c.batch = 48;
+    c.epochs = 3;
+    c.l1 = 0.25;
+    c.k = 5;
+    c.kAux = 7;
+    c.lrWarmup = 0.1;
+    c.precision = "bf16";
+    c.run.seed = 4;  // run options are not settings of the app's next run
+    const engine::SaeConfig back = engine::saeConfigFromJson(engine::toJson(c));
+    c.run = engine::RunOptions{};
+    CHECK(engine::toJson(back) == engine::toJson(c));
+    CHECK(back.name.empty());
+  }
+  // A record without the keys added later (variant, precision) is a fp32 seed run.
+  const engine::SaeConfig old = engine::saeConfigFromJson(json{{"features", 256}, {"epochs", 2}});
+  CHECK(old.variant == "seed");
+  CHECK(old.features == 256);
+  CHECK(old.precision == "fp32");
+  CHECK(old.lr == 1e-5);
 }
 
 TEST_CASE("topk and batchtopk SAEs in a workspace: folded weights, several SAEs, metrics") {

@@ -776,12 +776,12 @@ void App::applyManifestSettings() {
     embed.batch = e.value("batch", embed.batch);
     embed.imageSize = e.value("image_size", embed.imageSize);
     embed.precision = e.value("precision", embed.precision);
-    sae.features = s.value("features", sae.features);
-    sae.epochs = s.value("epochs", sae.epochs);
-    sae.batch = s.value("batch", sae.batch);
-    sae.lr = s.value("lr", sae.lr);
-    sae.l1 = s.value("l1", sae.l1);
-    sae.weightDecay = s.value("weight_decay", sae.weightDecay);
+    if (!s.empty()) {  // the last SAE run's variant and settings; a new run gets its own name
+      engine::SaeConfig last = engine::saeConfigFromJson(s);
+      last.workspace = sae.workspace;
+      last.run = sae.run;
+      sae = last;
+    }
   } catch (const std::exception& ex) {
     // A manifest from another version: keep the defaults, say so.
     message(Message::Warning,
@@ -1251,6 +1251,7 @@ nlohmann::json App::stateJson() {
   j["seen"] = {{"dense", notes.seenDense.size()}, {"sparse", notes.seenSparse.size()}};
   j["notes"] = notes.notes.size();
   j["device"] = deviceDescription;
+  j["sae_settings"] = engine::toJson(sae);  // what the pipeline view's Run would train
   j["scale"] = scale;
   {
     int ww = 0, wh = 0, fw = 0, fh = 0;

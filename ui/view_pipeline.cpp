@@ -95,9 +95,24 @@ void drawEvVsL0(const nlohmann::json& runs, const std::string& current, float sc
     x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
   }
   if (x1 - x0 < 1e-9) x0 -= 1, x1 += 1;
+  // An SAE worse than the mean (an untrained or diverged one) can have an explained variance of
+  // -1e6: below -1 the axis stops, and such runs sit on its bottom edge as triangles.
+  const double yFloor = -1;
+  const int below = static_cast<int>(
+      std::count_if(pts.begin(), pts.end(), [&](const auto& p) { return p.second < yFloor; }));
+  y0 = std::max(y0, yFloor);
+  y1 = std::max(y1, y0);
   if (y1 - y0 < 1e-9) y0 -= 0.05, y1 += 0.05;
-  ImGui::TextDisabled("explained variance (y, %.3f..%.3f) against L0 (x, %.1f..%.1f), held out", y0,
-                      y1, x0, x1);
+  ImGui::PushTextWrapPos(0);
+  if (below > 0)
+    ImGui::TextDisabled(
+        "explained variance (y, %.3f..%.3f; %d run(s) below -1 on the bottom edge) against L0 "
+        "(x, %.1f..%.1f), held out",
+        y0, y1, below, x0, x1);
+  else
+    ImGui::TextDisabled("explained variance (y, %.3f..%.3f) against L0 (x, %.1f..%.1f), held out",
+                        y0, y1, x0, x1);
+  ImGui::PopTextWrapPos();
   const ImVec2 size(ImGui::GetContentRegionAvail().x, 140 * scale);
   const ImVec2 p0 = ImGui::GetCursorScreenPos();
   ImGui::InvisibleButton("##evl0", size);
@@ -107,11 +122,17 @@ void drawEvVsL0(const nlohmann::json& runs, const std::string& current, float sc
   const ImVec2 mouse = ImGui::GetIO().MousePos;
   for (size_t i = 0; i < pts.size(); ++i) {
     const float px = p0.x + pad + float((pts[i].first - x0) / (x1 - x0)) * (size.x - 2 * pad);
-    const float py =
-        p0.y + size.y - pad - float((pts[i].second - y0) / (y1 - y0)) * (size.y - 2 * pad);
+    const bool off = pts[i].second < y0;
+    const float py = p0.y + size.y - pad -
+                     float((std::max(pts[i].second, y0) - y0) / (y1 - y0)) * (size.y - 2 * pad);
     const bool cur = names[i] == current;
-    dl->AddCircleFilled(ImVec2(px, py), (cur ? 5 : 3.5f) * scale,
-                        cur ? IM_COL32(255, 200, 80, 255) : IM_COL32(110, 180, 255, 255));
+    const ImU32 col = cur ? IM_COL32(255, 200, 80, 255) : IM_COL32(110, 180, 255, 255);
+    const float r = (cur ? 5 : 3.5f) * scale;
+    if (off)  // off the scale: a triangle pointing down
+      dl->AddTriangleFilled(ImVec2(px - r, py - r), ImVec2(px + r, py - r), ImVec2(px, py + r),
+                            col);
+    else
+      dl->AddCircleFilled(ImVec2(px, py), r, col);
     if (ImGui::IsItemHovered() && std::abs(mouse.x - px) < 6 * scale &&
         std::abs(mouse.y - py) < 6 * scale)
       ImGui::SetTooltip("%s\nL0 %.2f, explained variance %.4f", names[i].c_str(), pts[i].first,
@@ -389,6 +410,7 @@ void PipelineView::drawSettings() {
       engine::SaeConfig d = engine::saeDefaults(variant);
       d.workspace = app.sae.workspace;
       d.run = app.sae.run;
+      d.precision = app.sae.precision;
       app.sae = d;
     }
     const bool modern = app.sae.variant != "seed";
@@ -413,6 +435,9 @@ void PipelineView::drawSettings() {
                          : "sparsity weight of the L1 penalty");
     }
     if (!modern) doubleField("Weight decay", "##wd", &app.sae.weightDecay, "%.2e", nullptr);
+    comboField("Precision", "##sprec", &app.sae.precision, {"fp32", "bf16"},
+               "fp32 is the reference; bf16 runs the products in bfloat16 (AMX, tensor cores), "
+               "about twice as fast on such hardware");
     rowLabel("Run name", "Each SAE is kept as saes/NAME.pt; the last trained is the current one");
     ImGui::InputTextWithHint("##sname", engine::saeRunName(app.sae).c_str(), &app.sae.name);
     ImGui::EndTable();

@@ -4,7 +4,8 @@ usage: sae_oracle.py blocks   -> JSON: TopK, BatchTopK, batch threshold, JumpReL
                                  parallel-gradient removal, decoder normalisation, geometric
                                  median, lr schedule, on fixed tensors
        sae_oracle.py train    -> JSON: a few training steps of topk, batchtopk and l1 from fixed
-                                 initial weights and batches (inputs and results)
+                                 initial weights and batches (inputs and results); topk-bf16
+                                 and l1-bf16 with the products in bfloat16
        sae_oracle.py auroc    -> JSON: random scores/labels with ties and scipy's Mann-Whitney AUROC
 """
 import json
@@ -40,7 +41,14 @@ def batch_threshold(pre, k):
     return r.topk(k * pre.shape[0])[0].min().item()
 
 
-def auxk(pre, residual, wd, dead, kaux):
+def mm_in(bf16):
+    """a @ b, or with the operands rounded to bfloat16 and the product back in fp32."""
+    if bf16:
+        return lambda a, b: (a.bfloat16() @ b.bfloat16()).float()
+    return lambda a, b: a @ b
+
+
+def auxk(pre, residual, wd, dead, kaux, mm=mm_in(False)):
     nd = int(dead.sum())
     if nd == 0 or kaux < 1:
         return torch.zeros(())
@@ -48,7 +56,7 @@ def auxk(pre, residual, wd, dead, kaux):
     masked = pre.masked_fill(~dead.unsqueeze(0), float("-inf"))
     v, i = masked.topk(k, dim=1)
     z = torch.zeros_like(pre).scatter(1, i, F.relu(v))
-    return ((z @ wd - residual) ** 2).mean()
+    return ((mm(z, wd) - residual) ** 2).mean()
 
 
 def remove_parallel(wd):
@@ -103,7 +111,8 @@ def blocks():
     }))
 
 
-def train_variant(variant):
+def train_variant(variant, bf16=False):
+    mm = mm_in(bf16)
     D, Fd, B, steps = 6, 10, 5, 4
     k, kaux, alpha, dead_after = 2, 4, 1.0 / 32, 5
     lr, warmup, decay, l1, l1_warmup, clip, ema = 1e-2, 0.25, 0.5, 0.3, 0.5, 0.0, 0.5
@@ -131,21 +140,21 @@ def train_variant(variant):
         cur = lr * lr_factor(step, steps, warmup, decay)
         for g in opt.param_groups:
             g["lr"] = cur
-        pre = (x - b_d) @ W_e + b_e
+        pre = mm(x - b_d, W_e) + b_e
         aux = torch.zeros(())
         if variant == "l1":
             f = F.relu(pre)
-            xh = f @ W_d + b_d
+            xh = mm(f, W_d) + b_d
             recon = ((xh - x) ** 2).sum(1).mean()
             ramp = min(1.0, (step + 1) / (l1_warmup * steps))
             sp = (f * W_d.norm(dim=1).unsqueeze(0)).sum(1).mean()
             total = recon + (l1 * ramp) * sp
         else:
             f = topk_act(pre, k) if variant == "topk" else batchtopk_act(pre, k)
-            xh = f @ W_d + b_d
+            xh = mm(f, W_d) + b_d
             recon = ((xh - x) ** 2).mean()
             dead = since >= dead_after
-            aux = auxk(pre, (x - xh).detach(), W_d, dead, kaux)
+            aux = auxk(pre, (x - xh).detach(), W_d, dead, kaux, mm)
             total = recon + alpha * aux
             tau = batch_threshold(pre, k)
             theta = theta + ema * (tau - theta) if have else tau
@@ -193,6 +202,8 @@ if __name__ == "__main__":
     if what == "blocks":
         blocks()
     elif what == "train":
-        print(json.dumps({v: train_variant(v) for v in ("topk", "batchtopk", "l1")}))
+        runs = {v: train_variant(v) for v in ("topk", "batchtopk", "l1")}
+        runs.update({v + "-bf16": train_variant(v, bf16=True) for v in ("topk", "l1")})
+        print(json.dumps(runs))
     elif what == "auroc":
         auroc()

@@ -150,6 +150,7 @@ def errors(binary, d):
         (["embed", "--workspace", os.path.join(scratch, "empty_ws")], 1, "backbone.pt: missing"),
         (["embed", "--workspace", os.path.join(scratch, "nope")], 1, "no such folder"),
         (["sae", "--workspace", ws, "--features", "0"], 1, "--features 0"),
+        (["sae", "--workspace", ws, "--precision", "fp16"], 1, "--precision fp16"),
         (["topk", "--workspace", ws, "--kind", "foo", "--feature", "1"], 1, "--kind foo"),
         (["topk", "--workspace", ws, "--kind", "dense", "--feature", "512"], 1, "--feature 512: out of range"),
         (["topk", "--workspace", ws, "--kind", "dense"], 2, "--feature: required"),
@@ -263,6 +264,20 @@ def sweep(binary, d):
     check(a == open(os.path.join(ws, "saes", names[0] + ".pt"), "rb").read(), "sae.pt is not the chosen SAE")
     p = run(binary, "sae", "--workspace", ws, "--use", "nope")
     check(p.returncode != 0 and "nope" in p.stderr, f"--use of an unknown SAE: {p.stderr}")
+    # --precision bf16: products in bfloat16, kept beside the fp32 run of the same settings, and
+    # as good on the held-out split (same seed, same batches; long enough to explain something).
+    ev = {}
+    for prec in ("fp32", "bf16"):
+        p = run(binary, "sae", "--workspace", ws, "--variant", "topk", "--features", "64", "--steps",
+                "300", "--batch", "64", "--k", "8", "--seed", "5", "--precision", prec)
+        check(p.returncode == 0, f"{prec} SAE failed: {p.stderr[-1500:]}")
+        name = "topk-f64-k8-s5" + ("-bf16" if prec == "bf16" else "")
+        run_ = json.load(open(os.path.join(ws, "manifest.json"))).get("sae_runs", {}).get(name, {})
+        check(run_.get("config", {}).get("precision", "fp32") == prec, f"{name}: {run_.get('config')}")
+        ev[prec] = run_.get("metrics", {}).get("explained_variance", -1)
+    check(os.path.exists(os.path.join(ws, "saes", "topk-f64-k8-s5.pt")), "the fp32 run was replaced")
+    check(ev["fp32"] > 0.3 and abs(ev["bf16"] - ev["fp32"]) < 0.05,
+          f"held-out explained variance fp32 {ev['fp32']} vs bf16 {ev['bf16']}")
 
 
 if __name__ == "__main__":
