@@ -45,11 +45,14 @@ done
 # SAE at CelebA scale: 202,599 random 512-d vectors, reference loss, 512 features, batch 512.
 ws="$work/ws-sae"; mkdir -p "$ws"
 $py -c "import numpy as np; np.save('$ws/embeddings.npy', np.random.default_rng(0).standard_normal((202599, 512), dtype=np.float32))"
-$bin sae --workspace "$ws" --epochs 3 --device cuda 2>&1 | tail -1
-sae=$($py -c "import json; s=json.load(open('$ws/manifest.json'))['stages']['sae']; print(f\"{s['seconds']/3:.2f}\")")
+sae_epoch() {  # PRECISION: seconds per epoch of a 3-epoch run (the whole stage / 3)
+  $bin sae --workspace "$ws" --epochs 3 --device cuda --precision "$1" 2>&1 | tail -1 >&2
+  $py -c "import json; s=json.load(open('$ws/manifest.json'))['stages']['sae']; print(f\"{s['seconds']/3:.2f}\")"
+}
+sae=$(sae_epoch fp32 | tail -1) sae_bf16=$(sae_epoch bf16 | tail -1)
 echo
 echo "| precision | device | fine-tune images/s (224 px, data loading included) | embed images/s | CelebA fine-tune epoch | CelebA embedding |"
 echo "|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
-echo "SAE (reference loss, 202,599 x 512, 512 features, batch 512): $sae s/epoch on CUDA"
+echo "SAE (reference loss, 202,599 x 512, 512 features, batch 512): $sae s/epoch on CUDA (fp32), $sae_bf16 s/epoch (bf16 products)"
