@@ -89,6 +89,32 @@ std::string common(const std::string& stateOut) {
   return "--size " + std::to_string(kW) + "x" + std::to_string(kH) + " --state-out " + q(stateOut);
 }
 
+// Plays `scriptText` in the pipeline view of workspace `ws` (more flags in `extra`); returns the
+// app's final state.
+json playPipeline(testutil::TempDir& tmp, const std::string& ws, const std::string& scriptText,
+                  const std::string& extra = "") {
+  const std::string script = writeScript(tmp.str("pipeline.script"), scriptText);
+  const std::string state = tmp.str("state.json");
+  const int rc = runGui("--workspace " + q(ws) + " --view pipeline --script " + q(script) + " " +
+                            common(state) + extra,
+                        tmp.str("log.txt"));
+  INFO(slurp(tmp.str("log.txt")));
+  REQUIRE(rc == 0);
+  return readJson(state);
+}
+
+// A small topk SAE run for the fixture's workspace copy `ws` (one thread).
+engine::SaeConfig smallTopk(const std::string& ws, int64_t steps) {
+  engine::SaeConfig c = engine::saeDefaults("topk");
+  c.workspace = ws;
+  c.features = 32;
+  c.k = 4;
+  c.batch = 16;
+  c.steps = steps;
+  c.run.threads = 1;
+  return c;
+}
+
 }  // namespace
 
 TEST_SUITE("gui") {
@@ -235,7 +261,7 @@ wait 2
                                                 "images.txt"};
     std::map<std::string, std::string> before;
     for (const auto& a : artifacts) before[a] = slurp(f.ws + "/" + a);
-    const std::string script = writeScript(tmp.str("cancel.script"), R"(
+    const json s = playPipeline(tmp, f.ws, R"(
 wait 3
 set data )" + f.data + R"(
 set train.epochs 500
@@ -248,17 +274,11 @@ state )" + tmp.str("running.json") + R"(
 click cancel
 wait-idle 120
 wait 3
-)");
-    const std::string state = tmp.str("state.json");
-    const int rc = runGui("--workspace " + q(f.ws) + " --view pipeline --script " + q(script) +
-                              " " + common(state) + " --screenshot " + q(tmp.str("cancel.png")),
-                          tmp.str("log.txt"));
-    INFO(slurp(tmp.str("log.txt")));
-    REQUIRE(rc == 0);
+)",
+                                " --screenshot " + q(tmp.str("cancel.png")));
     const json running = readJson(tmp.str("running.json"));
     CHECK(running["job"]["busy"] == true);
     CHECK(running["job"]["current"] == "train");
-    const json s = readJson(state);
     CHECK(s["job"]["busy"] == false);
     CHECK(s["job"]["last"]["name"] == "train");
     CHECK(s["job"]["last"]["state"] == "cancelled");
@@ -275,13 +295,7 @@ wait 3
     fs::copy(f.ws, ws, fs::copy_options::recursive);
     const std::string saeBefore = slurp(ws + "/sae.pt");
     // An SAE run stopped after 20 steps leaves its checkpoint (as Ctrl-C would).
-    engine::SaeConfig c = engine::saeDefaults("topk");
-    c.workspace = ws;
-    c.features = 32;
-    c.k = 4;
-    c.batch = 16;
-    c.steps = 1000000;
-    c.run.threads = 1;
+    const engine::SaeConfig c = smallTopk(ws, 1000000);
     engine::JobContext ctx;
     std::atomic<bool> ended{false};
     std::thread watcher([&] {
@@ -296,7 +310,7 @@ wait 3
     const int64_t saved = before["step"];
     CHECK(saved >= 20);
 
-    const std::string script = writeScript(tmp.str("resume.script"), R"(
+    const json s = playPipeline(tmp, ws, R"(
 wait 3
 click resume_sae
 wait-progress 120
@@ -306,15 +320,8 @@ click cancel
 wait-idle 120
 wait 3
 )");
-    const std::string state = tmp.str("state.json");
-    const int rc = runGui(
-        "--workspace " + q(ws) + " --view pipeline --script " + q(script) + " " + common(state),
-        tmp.str("log.txt"));
-    INFO(slurp(tmp.str("log.txt")));
-    REQUIRE(rc == 0);
     const json running = readJson(tmp.str("running.json"));
     CHECK(running["job"]["current"] == "sae");
-    const json s = readJson(state);
     CHECK(s["job"]["last"]["name"] == "sae");
     CHECK(s["job"]["last"]["state"] == "cancelled");
     // It went on from the checkpoint with the saved settings, and saved again further on.
@@ -341,20 +348,14 @@ wait 3
     fs::copy(f.ws, ws, fs::copy_options::recursive);
     // The last SAE run: a bf16 topk one (before, the view took its numbers but kept the seed
     // variant, so Run failed on "--epochs 0").
-    engine::SaeConfig c = engine::saeDefaults("topk");
-    c.workspace = ws;
-    c.features = 32;
-    c.k = 4;
-    c.batch = 16;
-    c.steps = 30;
+    engine::SaeConfig c = smallTopk(ws, 30);
     c.precision = "bf16";
-    c.run.threads = 1;
     engine::JobContext ctx;
     engine::runSae(c, ctx);
     const std::string name = "topk-f32-k4-s0-bf16";
     const std::string created = readJson(ws + "/manifest.json")["sae_runs"][name]["created"];
 
-    const std::string script = writeScript(tmp.str("run.script"), R"(
+    const json s = playPipeline(tmp, ws, R"(
 wait 3
 state )" + tmp.str("before.json") + R"(
 click run_all
@@ -362,19 +363,12 @@ wait-progress 120
 wait-idle 300
 wait 3
 )");
-    const std::string state = tmp.str("state.json");
-    const int rc = runGui(
-        "--workspace " + q(ws) + " --view pipeline --script " + q(script) + " " + common(state),
-        tmp.str("log.txt"));
-    INFO(slurp(tmp.str("log.txt")));
-    REQUIRE(rc == 0);
     const json before = readJson(tmp.str("before.json"))["sae_settings"];
     CHECK(before["variant"] == "topk");
     CHECK(before["features"] == 32);
     CHECK(before["k"] == 4);
     CHECK(before["steps"] == 30);
     CHECK(before["precision"] == "bf16");
-    const json s = readJson(state);
     CHECK(s["job"]["last"]["state"] == "done");
     CHECK(s["job"]["last"]["error"] == "");
     // Run all trained the same SAE again, with those settings.
