@@ -39,12 +39,9 @@ int cmdSaeEval(const Args& args) {
                        "dead and dense features, redundancy).",
                        args, a))
     return 0;
-  const std::string &ws = a.ws, &sae = a.sae;
-  const bool asJson = a.asJson;
-  json r;
   engine::JobContext quiet;
-  r = engine::evaluateSae(ws, sae, quiet);
-  if (asJson) {
+  const json r = engine::evaluateSae(a.ws, a.sae, quiet);
+  if (a.asJson) {
     std::printf("%s\n", r.dump(2).c_str());
     return 0;
   }
@@ -77,11 +74,9 @@ int cmdInterp(const Args& args) {
                        "dimensions, sparse features and a random-projection baseline.",
                        args, a))
     return 0;
-  const std::string &ws = a.ws, &sae = a.sae;
-  const bool asJson = a.asJson;
   json r;
-  runWithProgress([&](engine::JobContext& ctx) { r = engine::measureInterp(ws, sae, ctx); });
-  if (asJson) {
+  runWithProgress([&](engine::JobContext& ctx) { r = engine::measureInterp(a.ws, a.sae, ctx); });
+  if (a.asJson) {
     std::printf("%s\n", r.dump(2).c_str());
     return 0;
   }
