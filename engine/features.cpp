@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@
 #include "npy.h"
 #include "sae.h"
 #include "sae_eval.h"
+#include "sparse_encode.h"
 #include "torch_util.h"
 #include "workspace.h"
 
@@ -130,6 +132,16 @@ struct QuantileAccumulator {
   bool empty() const { return count.empty(); }
   void add(float v, int64_t row) {
     if (symmetric ? !std::isfinite(v) : !(v > 0 && std::isfinite(v))) return;
+    if (std::abs(v) < h) {  // the common case: bins allocated, no growth (h > 0 implies both)
+      ++n;
+      const int b = bin(v);
+      if (count[b]++ == 0) first[b] = row, firstAct[b] = v;
+      return;
+    }
+    addGrowing(v, row);
+  }
+  // add() for the first value and for values at or beyond the range.
+  __attribute__((noinline)) void addGrowing(float v, int64_t row) {
     if (count.empty()) count.assign(kBins, 0), first.assign(kBins, -1), firstAct.assign(kBins, 0);
     ++n;
     const float a = std::abs(v);
@@ -239,20 +251,25 @@ struct StatAccumulator {
 };
 
 // Sums for Pearson correlations with binary attributes over the rows that have attributes:
-// per feature Σa and Σa² (float64, in the scanner's loop) and Σ a·(y_c − ȳ_c) (a float32 product
-// per chunk added into float64). With the labels centred first, the covariance needs no
-// difference of large sums, and no float64 copy of the activations is made.
+// per feature Σa and Σa² (float64, in the scanner's loop) and Σ a·(y_c − ȳ_c) (dense: a float32
+// product per chunk added into float64; sparse: float64, per nonzero value). With the labels
+// centred first, the covariance needs no difference of large sums, and no float64 copy of the
+// activations is made.
 struct CorrelationAccumulator {
   std::vector<double> sa, saa;  // [F]
-  torch::Tensor say;            // [C, F] double
+  std::vector<double> say;      // [F, C], allocated by the first add
 
+  void reserve(int64_t features, int64_t columns) {
+    if (say.empty()) say.assign(features * columns, 0.0);
+  }
   // act: [rows, F] float; yc: [rows, C] float, y − ȳ on rows with attributes, 0 elsewhere.
   void add(const torch::Tensor& act, const torch::Tensor& yc) {
-    const torch::Tensor p = torch::mm(yc.t(), act).to(torch::kFloat64);
-    if (say.defined())
-      say.add_(p);
-    else
-      say = p;
+    const int64_t nf = act.size(1), nc = yc.size(1);
+    reserve(nf, nc);
+    const torch::Tensor p = torch::mm(yc.t(), act).contiguous();  // [C, F]
+    const float* pp = p.data_ptr<float>();
+    for (int64_t c = 0; c < nc; ++c)
+      for (int64_t f = 0; f < nf; ++f) say[f * nc + c] += pp[c * nf + f];
   }
 };
 
@@ -275,7 +292,7 @@ class KindScanner {
       m_corr.saa.assign(nf, 0);
     }
   }
-  // act: [rows, F] raw activations (row-major, CPU float); norms: per-row L2 norm of act;
+  // Dense kind. act: [rows, F] raw values (row-major, CPU float); norms: per-row L2 norm of act;
   // matched: per row, 1 when the image has attributes (null: no correlations).
   void add(const float* act, const float* norms, int64_t rows, int64_t features, int64_t row0,
            const int8_t* matched = nullptr) {
@@ -287,34 +304,81 @@ class KindScanner {
     std::vector<float> denom(rows);
     for (int64_t r = 0; r < rows; ++r) denom[r] = std::max(norms[r], 1e-12f);
     auto isMatched = [&](int64_t r) { return matched && matched[r]; };
+    // Every value is visited, one feature at a time over the chunk's rows, with the feature's
+    // running sums and the thresholds of its top lists in registers: the same updates as visit(),
+    // in the same order. A block of 16 features' columns is first copied out contiguously.
     at::parallel_for(0, nf, kFeatureBlock, [&](int64_t b, int64_t e) {
-      if (m_symmetric) {
-        // Dense: every value is visited, a block of features at a time over all rows, so that
-        // the block's accumulators stay in cache.
-        for (int64_t jb = b; jb < e; jb += kFeatureBlock) {
-          const int64_t je = std::min(e, jb + kFeatureBlock);
-          for (int64_t r = 0; r < rows; ++r) {
-            const float* row = act + r * features + f0;
-            for (int64_t j = jb; j < je; ++j) visit(j, row[j], denom[r], row0 + r, isMatched(r));
+      std::vector<float> cols(kFeatureBlock * rows);
+      for (int64_t j = b; j < e; ++j) {
+        const int64_t jb = b + (j - b) / kFeatureBlock * kFeatureBlock;
+        if (j == jb) {
+          const int64_t w = std::min(kFeatureBlock, e - jb);
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < w; ++i) cols[i * rows + r] = act[r * features + f0 + jb + i];
+        }
+        StatAccumulator& st = m_stats[j];
+        QuantileAccumulator* q = m_quant.empty() ? nullptr : &m_quant[j];
+        TopKeeper &seed = m_seed[j], &raw = m_raw[j];
+        int64_t count = st.count, active = st.active;
+        double sum = st.sum, sa = 0, saa = 0;
+        float mn = st.min, mx = st.max;
+        bool seedFull = seed.full(), rawFull = raw.full();
+        float seedMin = seed.threshold(), rawMin = raw.threshold();
+        const float* col = cols.data() + (j - jb) * rows;
+        for (int64_t r = 0; r < rows; ++r) {
+          const float v = col[r];
+          ++count;
+          sum += v;
+          active += v > 0;
+          mn = std::min(mn, v);
+          mx = std::max(mx, v);
+          if (q) q->add(v, row0 + r);
+          if (isMatched(r) && v != 0) {
+            sa += v;
+            saa += static_cast<double>(v) * v;
+          }
+          const float s = v / denom[r];
+          if (s > seedMin || !seedFull) {
+            seed.offer({row0 + r, s, v});
+            seedFull = seed.full();
+            seedMin = seed.threshold();
+          }
+          if (v > rawMin || !rawFull) {
+            raw.offer({row0 + r, v, v});
+            rawFull = raw.full();
+            rawMin = raw.threshold();
           }
         }
-        return;
+        st.count = count, st.active = active, st.sum = sum, st.min = mn, st.max = mx;
+        if (!m_corr.sa.empty()) m_corr.sa[j] += sa, m_corr.saa[j] += saa;
       }
-      // Sparse: mostly exact zeros, streamed row by row. All-zero runs of 16 are skipped by
-      // their bit patterns; finish() accounts for the zeros.
+    });
+  }
+  // Sparse kind: the rows' nonzero activations (starting at image row0); the zeros are accounted
+  // for by finish(). matched as for add(); yc: [rows, C] the rows' centred labels (see
+  // CorrelationAccumulator::add), null without correlations.
+  void addRows(const ActivationRows& a, int64_t row0, const int8_t* matched, const float* yc,
+               int64_t nc) {
+    const int64_t f0 = m_only >= 0 ? m_only : 0;
+    const int64_t nf = static_cast<int64_t>(m_seed.size());
+    const int64_t rows = a.rows();
+    m_rows += rows;
+    if (yc) m_corr.reserve(nf, nc);
+    at::parallel_for(0, nf, kFeatureBlock, [&](int64_t b, int64_t e) {
+      const auto lo = static_cast<int32_t>(f0 + b), hi = static_cast<int32_t>(f0 + e);
       for (int64_t r = 0; r < rows; ++r) {
-        const float* row = act + r * features + f0;
-        for (int64_t j16 = b; j16 < e; j16 += 16) {
-          const int64_t j16e = std::min(e, j16 + 16);
-          uint32_t bits = 0;
-          for (int64_t j = j16; j < j16e; ++j) {
-            uint32_t u;
-            std::memcpy(&u, row + j, sizeof u);
-            bits |= u;
-          }
-          if (bits == 0) continue;
-          for (int64_t j = j16; j < j16e; ++j)  // NaN counts as nonzero: visited like any value
-            if (row[j] != 0) visit(j, row[j], denom[r], row0 + r, isMatched(r));
+        const int32_t* first = a.feature.data() + a.start[r];
+        const int32_t* last = a.feature.data() + a.start[r + 1];
+        const int32_t* it = std::lower_bound(first, last, lo);
+        if (it == last || *it >= hi) continue;
+        const float denom = std::max(a.norm[r], 1e-12f);
+        const bool mr = matched && matched[r];
+        for (; it != last && *it < hi; ++it) {
+          const float v = a.value[it - a.feature.data()];
+          const int64_t j = *it - f0;
+          visit(j, v, denom, row0 + r, mr);
+          if (mr && yc)
+            for (int64_t c = 0; c < nc; ++c) m_corr.say[j * nc + c] += double(yc[r * nc + c]) * v;
         }
       }
     });
@@ -328,7 +392,8 @@ class KindScanner {
       m_raw[j].fillZeros(m_rows);
     }
   }
-  // act: [rows, F] float CPU; yc: the rows' centred labels (see CorrelationAccumulator::add).
+  // Dense kind. act: [rows, F] float CPU; yc: the rows' centred labels (see
+  // CorrelationAccumulator::add).
   void addCorrelation(const torch::Tensor& act, const torch::Tensor& yc) { m_corr.add(act, yc); }
   // One value of feature j (local index) in image `index`.
   void visit(int64_t j, float v, float denom, int64_t index, bool matched) {
@@ -440,9 +505,10 @@ std::vector<float> correlations(const CorrelationAccumulator& acc, const Attribu
                                 int64_t features) {
   const int64_t nc = static_cast<int64_t>(labels.names.size());
   std::vector<float> out(features * nc, NAN);
-  if (!acc.say.defined() || acc.sa.size() != static_cast<size_t>(features)) return out;
-  const torch::Tensor say = acc.say.contiguous();
-  const double* p = say.data_ptr<double>();
+  if (acc.say.size() != static_cast<size_t>(features * nc) ||
+      acc.sa.size() != static_cast<size_t>(features))
+    return out;
+  const double* p = acc.say.data();
   const double n = static_cast<double>(labels.matched);
   std::vector<double> vy(nc), shift(nc);
   for (int64_t c = 0; c < nc; ++c) {
@@ -455,7 +521,7 @@ std::vector<float> correlations(const CorrelationAccumulator& acc, const Attribu
     if (!(va > 1e-12 * acc.saa[f])) continue;  // constant (or dead) over the matched images
     for (int64_t c = 0; c < nc; ++c) {
       // Σ a (y − ȳ) = Σ a (y − m) − (ȳ − m) Σa, m the float32 centre used in the products.
-      const double cov = p[c * features + f] - shift[c] * acc.sa[f];
+      const double cov = p[f * nc + c] - shift[c] * acc.sa[f];
       const double r = cov / std::sqrt(va * vy[c]);
       out[f * nc + c] = static_cast<float>(std::clamp(r, -1.0, 1.0));
     }
@@ -517,6 +583,9 @@ void scan(const Sources& src, KindScanner* dense, KindScanner* sparse, JobContex
   const int64_t n = src.emb.shape[0], d = src.emb.shape[1];
   const torch::Tensor all = torch::from_blob(const_cast<uint8_t*>(src.emb.bytes.data()), {n, d},
                                              torch::kFloat32);
+  std::unique_ptr<SparseEncoder> encoder;
+  if (sparse) encoder = std::make_unique<SparseEncoder>(src.we, src.be, encodeMethodFromEnv());
+  ActivationRows act;
   ctx.beginStage("index", n, "images");
   for (int64_t s = 0; s < n; s += kChunk) {
     ctx.checkStop();
@@ -532,22 +601,19 @@ void scan(const Sources& src, KindScanner* dense, KindScanner* sparse, JobContex
       if (corr) dense->addCorrelation(raw, yc);
     }
     if (sparse) {
-      const torch::Tensor xc = l2normalizeRows(raw) - src.bd;
-      const torch::Tensor f = torch::empty({e - s, src.we.size(1)}, torch::kFloat32);
-      const torch::Tensor fn = torch::empty({e - s}, torch::kFloat32);
-      // One product per thread over its rows: the BLAS runs single-threaded on small machines
-      // (see setupDevice), so one large product would leave the other cores idle.
-      const int64_t grain = singleThreadedBlas() ? 256 : e - s;
-      at::parallel_for(0, e - s, grain, [&](int64_t b, int64_t en) {
-        torch::Tensor out = f.slice(0, b, en);
-        torch::addmm_out(out, src.be, xc.slice(0, b, en), src.we);
-        out.relu_();
-        fn.slice(0, b, en).copy_(out.norm(2, 1));
-      });
-      sparse->add(f.data_ptr<float>(), fn.data_ptr<float>(), e - s, f.size(1), s, m);
-      if (corr) sparse->addCorrelation(f, yc);
+      act.clear();
+      encoder->encode(l2normalizeRows(raw) - src.bd, act);
+      sparse->addRows(act, s, m, corr ? yc.data_ptr<float>() : nullptr, corr ? yc.size(1) : 0);
     }
     ctx.advance(e - s);
+  }
+  if (encoder && encoder->screenedElements() > 0) {
+    char share[32];
+    std::snprintf(share, sizeof share, "%.2f",
+                  100.0 * encoder->screenedComputed() / encoder->screenedElements());
+    ctx.log(std::string("index: encoder product screened in bf16, ") + share +
+            " % of its elements then computed in fp32" +
+            (encoder->screening() ? "" : " (until the SAE proved too dense to screen)"));
   }
 }
 

@@ -1,8 +1,7 @@
 // Engine tests that need LibTorch: losses, ResNet18, SAE, feature index and top-k.
 #include <cmath>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "engine/checkpoint.h"
 #include "engine/error.h"
@@ -11,6 +10,7 @@
 #include "engine/npy.h"
 #include "engine/resnet.h"
 #include "engine/sae.h"
+#include "engine/sparse_encode.h"
 #include "engine/torch_util.h"
 #include "engine/workspace.h"
 #include "test_helpers.h"
@@ -20,6 +20,12 @@
 #include <doctest/doctest.h>
 
 using nlohmann::json;
+
+// The screening's methods are chosen by SAESCOPE_INDEX_SCREEN; restores it on scope exit.
+struct ScreenEnv {
+  explicit ScreenEnv(const char* v) { ::setenv("SAESCOPE_INDEX_SCREEN", v, 1); }
+  ~ScreenEnv() { ::unsetenv("SAESCOPE_INDEX_SCREEN"); }
+};
 
 namespace {
 
@@ -181,4 +187,154 @@ TEST_CASE("feature index and computeTopK equal a brute-force stable ranking") {
   CHECK_THROWS_AS(engine::computeTopK(dir.str(), engine::FeatureKind::Sparse, f, 16,
                                       engine::RankRule::Seed),
                   engine::Error);
+}
+
+TEST_CASE("the bf16-screened SAE encoding keeps exactly the fp32 product's nonzero activations") {
+  // x̄ [n, d], W_e [d, f]; b_e puts the largest pre-activation of every third feature within ±4e-6
+  // of zero (where a careless screen would drop positives), and the rest mostly far below zero.
+  const int64_t n = 700, d = 96, f = 300;
+  torch::manual_seed(3);
+  torch::Tensor x = engine::l2normalizeRows(torch::randn({n, d})) - 0.01 * torch::randn({d});
+  x[5][7] = NAN;  // a NaN row: ReLU passes NaN on, so every feature of it is kept
+  const torch::Tensor we = torch::randn({d, f}) * 0.2;
+  torch::Tensor be = torch::full({f}, -0.75f);
+  const torch::Tensor pre = torch::mm(x, we).nan_to_num(-1e9);
+  for (int64_t j = 0; j < f; j += 3) {
+    const float tiny = (j % 2 ? 1.0f : -1.0f) * 1e-6f * static_cast<float>(j % 5);
+    be[j] = -pre.select(1, j).max().item<float>() + tiny;
+  }
+  const torch::Tensor ref = torch::relu(torch::addmm(be, x, we));  // the fp32 GEMM
+  auto encode = [&](engine::EncodeMethod method, bool wantScreening) {
+    engine::SparseEncoder enc(we, be, method);
+    engine::ActivationRows rows;
+    enc.encode(x.slice(0, 0, 400), rows);  // two calls: rows append
+    enc.encode(x.slice(0, 400, n), rows);
+    CHECK(enc.screening() == wantScreening);
+    if (wantScreening) {
+      CHECK(enc.screenedElements() == n * f);
+      CHECK(enc.screenedComputed() < n * f / 4);  // it did skip most elements
+    }
+    return rows;
+  };
+  // Two fp32 products (the GEMM's and the dot products') may round a pre-activation within about
+  // 1e-6 of zero to either side; elsewhere the kept features must be exactly the reference's.
+  const torch::Tensor refPre = torch::addmm(be, x, we);
+  constexpr float kUndecided = 1e-5f;
+  for (const auto method : {engine::EncodeMethod::Screened, engine::EncodeMethod::Full}) {
+    const engine::ActivationRows rows = encode(method, method == engine::EncodeMethod::Screened);
+    REQUIRE(rows.rows() == n);
+    int64_t nearZeroKept = 0, undecided = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      const float* pre = refPre[r].data_ptr<float>();
+      std::vector<bool> got(f, false);
+      double sq = 0;
+      for (int64_t k = rows.start[r]; k < rows.start[r + 1]; ++k) {
+        const int64_t j = rows.feature[k];
+        REQUIRE((k == rows.start[r] || rows.feature[k - 1] < j));  // increasing within a row
+        got[j] = true;
+        const float v = rows.value[k];
+        sq += double(v) * v;
+        if (std::isnan(pre[j])) {
+          CHECK(std::isnan(v));
+          continue;
+        }
+        CHECK(std::abs(v - pre[j]) <= 2e-6f + 1e-5f * std::abs(pre[j]));
+        nearZeroKept += pre[j] > 0 && pre[j] < 1e-5f;
+      }
+      for (int64_t j = 0; j < f; ++j) {
+        const bool want = pre[j] > 0 || std::isnan(pre[j]);
+        if (std::abs(pre[j]) < kUndecided) {
+          undecided += got[j] != want;
+          continue;
+        }
+        if (got[j] != want)
+          FAIL_CHECK("row " << r << " feature " << j << ": pre-activation " << pre[j]);
+      }
+      if (r == 5)
+        CHECK(std::isnan(rows.norm[r]));
+      else
+        CHECK(rows.norm[r] == doctest::Approx(std::sqrt(sq)).epsilon(1e-6));
+    }
+    CHECK(nearZeroKept >= 20);  // positives within 1e-5 of zero were found, not screened out
+    CHECK(undecided <= 10);
+  }
+  // A dense ReLU SAE (about half its elements positive): screening gives way to the GEMM.
+  const torch::Tensor dense = torch::zeros({f});
+  engine::SparseEncoder enc(we, dense, engine::EncodeMethod::Screened);
+  engine::ActivationRows rows;
+  enc.encode(x, rows);
+  CHECK_FALSE(enc.screening());
+  const torch::Tensor refDense = torch::relu(torch::addmm(dense, x, we));
+  CHECK(rows.start.back() == ((refDense > 0) | torch::isnan(refDense)).sum().item<int64_t>());
+}
+
+TEST_CASE("the feature index is the same with and without bf16 screening") {
+  // 6,000 rows (two index chunks) of continuous embeddings, a sparse SAE of 512 features.
+  testutil::TempDir dir("screen");
+  const int64_t n = 6000, d = 64, f = 512;
+  torch::manual_seed(11);
+  const torch::Tensor emb = torch::randn({n, d}) + 0.3;
+  engine::writeNpy(dir.str("embeddings.npy"), engine::fromTorch(emb));
+  const auto we = torch::randn({d, f}) * 0.3, bd = torch::randn({d}) * 0.05;
+  const auto be = torch::full({f}, -0.7f) + 0.05 * torch::randn({f});
+  engine::writeTorchCheckpoint(dir.str("sae.pt"), {{"weight_encoder", engine::fromTorch(we)},
+                                                   {"weight_decoder", engine::fromTorch(we.t())},
+                                                   {"bias_encoder", engine::fromTorch(be)},
+                                                   {"bias_decoder", engine::fromTorch(bd)}});
+  const auto acts = torch::relu(torch::addmm(be, engine::l2normalizeRows(emb) - bd, we));
+  const double density = (acts > 0).to(torch::kFloat64).mean().item<double>();
+  REQUIRE(density > 0.002);
+  REQUIRE(density < 0.04);  // sparse enough that the screen stays on
+  engine::JobContext ctx;
+  std::shared_ptr<const engine::FeatureIndex> screened, full;
+  {
+    ScreenEnv env("1");
+    screened = engine::FeatureIndex::build(dir.str(), ctx);
+  }
+  {
+    ScreenEnv env("0");
+    full = engine::FeatureIndex::build(dir.str(), ctx);
+  }
+  // The two fp32 products round differently in the last bits (as two BLASes do): scores agree to
+  // rounding, and two images may swap places only where their scores tie to rounding.
+  auto close = [](float a, float b) { return std::abs(a - b) <= 2e-6f + 1e-5f * std::abs(b); };
+  // Scores to the activations' rounding (seed scores divide it by the row's norm).
+  auto closeScore = [](const engine::TopEntry& a, const engine::TopEntry& b) {
+    const float perActivation = b.activation != 0 ? std::abs(b.score / b.activation) : 1.0f;
+    return std::abs(a.score - b.score) <= 2e-6f * perActivation + 1e-5f * std::abs(b.score);
+  };
+  const auto sp = engine::FeatureKind::Sparse;
+  int64_t compared = 0, swapped = 0;
+  for (int64_t j = 0; j < f; ++j) {
+    for (const auto rule : {engine::RankRule::Seed, engine::RankRule::Raw}) {
+      const auto& a = screened->top(sp, rule, j);
+      const auto& b = full->top(sp, rule, j);
+      REQUIRE(a.size() == b.size());
+      for (size_t i = 0; i < a.size(); ++i) {
+        CHECK(closeScore(a[i], b[i]));
+        compared += a[i].score > 0;
+        if (a[i].index == b[i].index) continue;
+        ++swapped;
+        bool tie = closeScore(a[i], b.back());  // or just past the list's end
+        for (const auto& e : b) tie |= e.index == a[i].index && closeScore(a[i], e);
+        CHECK(tie);
+      }
+    }
+    const auto& sa = screened->stats(sp, j);
+    const auto& sb = full->stats(sp, j);
+    CHECK(std::abs(sa.active - sb.active) <= 1);
+    CHECK(std::abs(sa.active - (acts.select(1, j) > 0).sum().item<int64_t>()) <= 1);
+    CHECK(sa.mean == doctest::Approx(sb.mean).epsilon(1e-5));
+    CHECK(close(sa.max, sb.max));
+  }
+  CHECK(swapped <= compared / 100);
+  CHECK(compared > 2000);  // the lists hold real activations, not only zeros
+  // An unknown setting is an error naming the variable.
+  ScreenEnv env("maybe");
+  try {
+    engine::FeatureIndex::build(dir.str(), ctx);
+    FAIL("expected an error");
+  } catch (const engine::Error& e) {
+    CHECK(std::string(e.what()).find("SAESCOPE_INDEX_SCREEN=maybe") == 0);
+  }
 }
