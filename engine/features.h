@@ -112,7 +112,7 @@ class FeatureIndex {
   int64_t m_numImages = 0, m_numDense = 0, m_numSparse = 0;
   std::vector<std::vector<TopEntry>> m_top[2][2];  // [kind][rule][feature]
   std::vector<FeatureStats> m_stats[2];            // [kind][feature]
-  std::vector<float> m_embeddings;                 // [N, D] raw (for strongestSparse)
+  std::vector<uint8_t> m_embeddingBytes;           // [N, D] raw float32 (for strongestSparse)
   std::vector<float> m_we, m_be, m_bd;             // SAE encoder [D, F], [F], [D]
   // [kind][feature]
   std::vector<std::vector<QuantileSample>> m_quantiles[2];

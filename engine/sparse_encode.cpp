@@ -22,6 +22,16 @@
 #include "error.h"
 #include "torch_util.h"
 
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 11
+#define SAESCOPE_AMX 1
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define SAESCOPE_AMX 0
+#endif
+
 namespace engine {
 
 namespace {
@@ -36,6 +46,7 @@ constexpr float kAbsSlack = 1e-30f;
 constexpr double kMaxCandidateShare = 1.0 / 16;
 constexpr int64_t kBlockElements = int64_t(1) << 21;  // rows × features per block (8 MB of floats)
 constexpr int64_t kMaxScreenedWidth = int64_t(1) << 14;  // D: keeps the bound's γ_D small
+constexpr int64_t kScreenStep = 32;                      // features screened at a time
 
 // Clones for AVX-512 (every CPU with bf16 instructions has it) and the baseline, chosen at load.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -58,33 +69,111 @@ SAESCOPE_CLONES float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// One row of the bf16 product p̃ (bits), screened: writes to idx the features whose bound cannot
-// prove the pre-activation negative (see the top of this file) and returns how many.
-SAESCOPE_CLONES int64_t candidates(const uint16_t* p16, const float* biasUp, const float* marginW,
-                                   float nx, int64_t nf, int32_t* idx) {
-  auto bound = [&](int64_t f) {  // an upper bound of the fp32 pre-activation
-    const uint32_t bits = static_cast<uint32_t>(p16[f]) << 16;  // bf16: the high half of a float
-    float p;
-    std::memcpy(&p, &bits, sizeof p);
-    return p + biasUp[f] + nx * marginW[f] + kOutMargin * std::fabs(p);
+// Screens one row's p̃ for features [f0, f0 + w), w ≤ 32: appends to idx (holding c entries) the
+// features whose bound cannot prove the pre-activation negative (see the top of this file), and
+// returns the new count.
+SAESCOPE_CLONES int64_t screen(const float* p, const float* biasUp, const float* marginW, float nx,
+                               int64_t f0, int64_t w, int32_t* idx, int64_t c) {
+  auto bound = [&](int64_t j) {  // an upper bound of the fp32 pre-activation
+    return p[j] + biasUp[f0 + j] + nx * marginW[f0 + j] + kOutMargin * std::fabs(p[j]);
   };
-  constexpr int64_t kStep = 32;  // a fixed count, so that -O2 vectorises the loop
-  float m[kStep];
-  int64_t c = 0, f0 = 0;
-  for (; f0 + kStep <= nf; f0 += kStep) {
-    int negative = 0;
-    for (int64_t j = 0; j < kStep; ++j) {
-      m[j] = bound(f0 + j);
-      negative += m[j] < 0;
-    }
-    if (negative == kStep) continue;
-    for (int64_t j = 0; j < kStep; ++j)
-      if (!(m[j] < 0)) idx[c++] = static_cast<int32_t>(f0 + j);
+  if (w != kScreenStep) {
+    for (int64_t j = 0; j < w; ++j)
+      if (!(bound(j) < 0)) idx[c++] = static_cast<int32_t>(f0 + j);
+    return c;
   }
-  for (; f0 < nf; ++f0)
-    if (!(bound(f0) < 0)) idx[c++] = static_cast<int32_t>(f0);
+  float m[kScreenStep];  // a fixed count, so that -O2 vectorises the loop
+  int negative = 0;
+  for (int64_t j = 0; j < kScreenStep; ++j) {
+    m[j] = bound(j);
+    negative += m[j] < 0;
+  }
+  if (negative == kScreenStep) return c;
+  for (int64_t j = 0; j < kScreenStep; ++j)
+    if (!(m[j] < 0)) idx[c++] = static_cast<int32_t>(f0 + j);
   return c;
 }
+
+float bf16ToFloat(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;  // bf16: the high half of a float
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// Round to nearest even, as torch's conversion does; NaN stays NaN.
+uint16_t floatToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7FFF + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+#if SAESCOPE_AMX
+// AMX (Intel's tile matrix unit): Linux grants its register state on request, once per process.
+bool amxAvailable() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtileData = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtileData) == 0;
+  }();
+  return ok;
+}
+
+// Palette 1: eight tiles of 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, startRow = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+};
+
+// Rows [r0, r1) (multiples of 32) of the product x̂ Ŵ, x̂ [rows padded, kpad] bf16 and Ŵ packed
+// by SparseEncoder (16-feature groups of B tiles), screened row by row into idx/count. Tiles 0-3:
+// a 32 x 32 block of the product (fp32); 4-5: two 16-row A tiles; 6-7: two 16-feature B tiles.
+__attribute__((target("amx-tile,amx-bf16"))) void amxScreenRows(
+    const uint16_t* xb, int64_t kpad, int64_t r0, int64_t r1, int64_t rows, const uint16_t* wp,
+    int64_t nf, const float* nx, const float* biasUp, const float* marginW, int32_t* idx,
+    int64_t* count) {
+  const TileConfig cfg;
+  _tile_loadconfig(&cfg);
+  const int64_t steps = kpad / 32, stride = kpad * 2;
+  alignas(64) float c[32 * 32];
+  for (int64_t g = 0; g * 16 < nf; g += 2) {  // 32 features at a time
+    const uint16_t* b0 = wp + g * steps * 512;
+    const uint16_t* b1 = b0 + steps * 512;
+    for (int64_t i0 = r0; i0 < r1; i0 += 32) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      const uint16_t* a = xb + i0 * kpad;
+      for (int64_t s = 0; s < steps; ++s) {
+        _tile_loadd(4, a + s * 32, stride);
+        _tile_loadd(5, a + 16 * kpad + s * 32, stride);
+        _tile_loadd(6, b0 + s * 512, 64);
+        _tile_loadd(7, b1 + s * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, c, 128);
+      _tile_stored(1, c + 16, 128);
+      _tile_stored(2, c + 16 * 32, 128);
+      _tile_stored(3, c + 16 * 32 + 16, 128);
+      const int64_t w = std::min<int64_t>(32, nf - g * 16);
+      for (int64_t i = 0; i < 32 && i0 + i < rows; ++i) {
+        const int64_t r = i0 + i;
+        count[r] = screen(c + i * 32, biasUp, marginW, nx[r], g * 16, w, idx + r * nf, count[r]);
+      }
+    }
+  }
+  _tile_release();
+}
+#endif
 
 // ReLU as torch computes it: NaN passes, so does -0 (not kept: it is not > 0).
 bool kept(float v) {
@@ -131,7 +220,26 @@ SparseEncoder::SparseEncoder(const torch::Tensor& we, const torch::Tensor& be, E
   m_count.resize(m_blockRows);
   if (!m_screen) return;
   torch::NoGradGuard noGrad;
-  m_wb = m_we.to(torch::kBFloat16);
+#if SAESCOPE_AMX
+  if (amxAvailable() && std::getenv("SAESCOPE_NO_AMX") == nullptr) {
+    // Ŵ as AMX B tiles: per group of 16 features and step of 32 inputs, 16 rows (input pairs) of
+    // 16 features x 2 inputs; zero padding up to multiples of 32 inputs and 32 features.
+    m_kpad = (m_d + 31) / 32 * 32;
+    const int64_t groups = (m_f + 31) / 32 * 2, steps = m_kpad / 32;
+    const float* w = m_we.data_ptr<float>();
+    m_wp.assign(groups * steps * 512, 0);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t s = 0; s < steps; ++s)
+        for (int64_t kk = 0; kk < 16; ++kk)
+          for (int64_t n = 0; n < 16; ++n)
+            for (int64_t e = 0; e < 2; ++e) {
+              const int64_t k = s * 32 + 2 * kk + e, f = g * 16 + n;
+              if (k < m_d && f < m_f)
+                m_wp[((g * steps + s) * 16 + kk) * 32 + n * 2 + e] = floatToBf16(w[k * m_f + f]);
+            }
+  }
+#endif
+  if (m_wp.empty()) m_wb = m_we.to(torch::kBFloat16);
   const torch::Tensor wt = m_we.t().contiguous();
   m_wt.assign(wt.data_ptr<float>(), wt.data_ptr<float>() + wt.numel());
   const float* b = m_be.data_ptr<float>();
@@ -158,20 +266,41 @@ void SparseEncoder::encode(const torch::Tensor& xc, ActivationRows& out) {
 
 bool SparseEncoder::screenBlock(const torch::Tensor& x, ActivationRows& out) {
   const int64_t rows = x.size(0), d = m_d, nf = m_f;
-  const torch::Tensor approx = torch::mm(x.to(torch::kBFloat16), m_wb).contiguous();
-  const auto* p16 = reinterpret_cast<const uint16_t*>(approx.data_ptr<at::BFloat16>());
   const float* xp = x.data_ptr<float>();
+  std::vector<float> nx(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    double sq = 0;
+    for (int64_t i = 0; i < d; ++i) sq += double(xp[r * d + i]) * xp[r * d + i];
+    nx[r] = static_cast<float>(std::sqrt(sq));
+  }
   // Candidates: the elements the bound cannot prove negative.
-  at::parallel_for(0, rows, 8, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const float* xr = xp + r * d;
-      double sq = 0;
-      for (int64_t i = 0; i < d; ++i) sq += double(xr[i]) * xr[i];
-      const float nx = static_cast<float>(std::sqrt(sq));
-      m_count[r] = candidates(p16 + r * nf, m_biasUp.data(), m_marginW.data(), nx, nf,
-                              m_idx.data() + r * nf);
-    }
-  });
+  std::fill(m_count.begin(), m_count.begin() + rows, 0);
+#if SAESCOPE_AMX
+  if (!m_wp.empty()) {
+    const int64_t padded = (rows + 31) / 32 * 32;
+    m_xb.assign(padded * m_kpad, 0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < d; ++i) m_xb[r * m_kpad + i] = floatToBf16(xp[r * d + i]);
+    at::parallel_for(0, padded / 32, 1, [&](int64_t b, int64_t e) {
+      amxScreenRows(m_xb.data(), m_kpad, b * 32, e * 32, rows, m_wp.data(), nf, nx.data(),
+                    m_biasUp.data(), m_marginW.data(), m_idx.data(), m_count.data());
+    });
+  }
+#endif
+  if (m_wp.empty()) {
+    const torch::Tensor approx = torch::mm(x.to(torch::kBFloat16), m_wb).contiguous();
+    const auto* p16 = reinterpret_cast<const uint16_t*>(approx.data_ptr<at::BFloat16>());
+    at::parallel_for(0, rows, 8, [&](int64_t b, int64_t e) {
+      float p[kScreenStep];
+      for (int64_t r = b; r < e; ++r)
+        for (int64_t f0 = 0; f0 < nf; f0 += kScreenStep) {
+          const int64_t w = std::min(kScreenStep, nf - f0);
+          for (int64_t j = 0; j < w; ++j) p[j] = bf16ToFloat(p16[r * nf + f0 + j]);
+          m_count[r] = screen(p, m_biasUp.data(), m_marginW.data(), nx[r], f0, w,
+                              m_idx.data() + r * nf, m_count[r]);
+        }
+    });
+  }
   int64_t found = 0;
   for (int64_t r = 0; r < rows; ++r) found += m_count[r];
   if (found > kMaxCandidateShare * static_cast<double>(rows * nf)) {

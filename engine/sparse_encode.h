@@ -56,7 +56,10 @@ class SparseEncoder {
   torch::Tensor m_we, m_be;  // [D, F], [F] float
   int64_t m_d, m_f, m_blockRows;
   bool m_screen;
-  torch::Tensor m_wb;            // [D, F] bf16
+  torch::Tensor m_wb;          // [D, F] bf16, for torch's bf16 product (without AMX)
+  std::vector<uint16_t> m_wp;  // W_e in bf16 as AMX tiles (with AMX)
+  std::vector<uint16_t> m_xb;  // a block's x̄ in bf16, rows padded to m_kpad
+  int64_t m_kpad = 0;
   std::vector<float> m_wt;       // [F, D] W_eᵀ
   std::vector<float> m_marginW;  // [F] per-feature factor of the row norm in the bound
   std::vector<float> m_biasUp;   // [F] b_e rounded up by the bound's absolute terms
