@@ -640,6 +640,10 @@ struct Reader {
 };
 
 std::string indexPath(const Workspace& ws) { return ws.path("index/features.idx"); }
+// The index of the SAE before the current one, kept for its dense part (retireFeatureIndex).
+std::string previousIndexPath(const Workspace& ws) {
+  return ws.path("index/previous.idx");
+}
 
 void saveIndex(const Workspace& ws, const FeatureIndex& idx) {
   std::vector<uint8_t> out(kIndexMagic, kIndexMagic + 8);
@@ -692,31 +696,35 @@ void saveIndex(const Workspace& ws, const FeatureIndex& idx) {
   writeFileAtomic(indexPath(ws), out.data(), out.size());
 }
 
-// The cached index when it exists and matches the current artifacts; null otherwise.
-std::shared_ptr<FeatureIndex> tryLoadIndex(const Workspace& ws) {
-  if (!fileExists(indexPath(ws))) return nullptr;
+// The cached index when it exists and matches the current artifacts; null otherwise. denseOnly:
+// only its dense part (which does not depend on the SAE), when that matches; file: another index
+// file than indexPath(ws).
+std::shared_ptr<FeatureIndex> tryLoadIndex(const Workspace& ws, bool denseOnly = false,
+                                           const std::string& file = "") {
+  const std::string path = file.empty() ? indexPath(ws) : file;
+  if (!fileExists(path)) return nullptr;
   try {
-    const std::vector<uint8_t> bytes = readFileBytes(indexPath(ws));
+    const std::vector<uint8_t> bytes = readFileBytes(path);
     if (bytes.size() < 16 || std::memcmp(bytes.data(), kIndexMagic, 8) != 0) return nullptr;
     Reader rd{bytes, 8};
     const uint64_t hl = rd.get<uint64_t>();
     if (hl > bytes.size() - rd.pos) return nullptr;
     const json h = json::parse(bytes.begin() + rd.pos, bytes.begin() + rd.pos + hl);
     rd.pos += hl;
-    if (h["embeddings"] != stampJson(ws.embeddingsPath()) || h["sae"] != stampJson(ws.saePath()) ||
-        h["k"] != FeatureIndex::kStoredK || h["bins"] != FeatureIndex::kHistBins ||
-        h["quantiles"] != FeatureIndex::kQuantiles ||
+    if (h["embeddings"] != stampJson(ws.embeddingsPath()) ||
+        (!denseOnly && h["sae"] != stampJson(ws.saePath())) || h["k"] != FeatureIndex::kStoredK ||
+        h["bins"] != FeatureIndex::kHistBins || h["quantiles"] != FeatureIndex::kQuantiles ||
         h["quantile_bins"] != FeatureIndex::kQuantileBins ||
         h["attributes_source"] != attributesSource(ws))
       return nullptr;
     auto idx = std::make_shared<FeatureIndex>();
     idx->m_numImages = h["n"];
     idx->m_numDense = h["dense"];
-    idx->m_numSparse = h["sparse"];
+    idx->m_numSparse = denseOnly ? 0 : h["sparse"].get<int64_t>();
     idx->m_attrNames = h["attributes"].get<std::vector<std::string>>();
     idx->m_attrImages = h["attribute_images"];
     const int64_t nc = static_cast<int64_t>(idx->m_attrNames.size());
-    for (int k = 0; k < 2; ++k) {
+    for (int k = 0; k < (denseOnly ? 1 : 2); ++k) {
       const int64_t nf = k == 0 ? idx->m_numDense : idx->m_numSparse;
       for (int r = 0; r < 2; ++r) {
         idx->m_top[k][r].resize(nf);
@@ -758,7 +766,7 @@ std::shared_ptr<FeatureIndex> tryLoadIndex(const Workspace& ws) {
       idx->m_corr[k].resize(nf * nc);
       for (auto& r : idx->m_corr[k]) r = rd.get<float>();
     }
-    if (rd.pos != bytes.size()) return nullptr;
+    if (!denseOnly && rd.pos != bytes.size()) return nullptr;
     return idx;
   } catch (const std::exception&) {
     return nullptr;  // a damaged cache is rebuilt, not reported
@@ -790,16 +798,21 @@ void attachSources(FeatureIndex& idx, Sources& src) {
   }
 }
 
-std::shared_ptr<FeatureIndex> buildFrom(const Workspace& ws, const Sources& src, JobContext& ctx) {
+// denseFrom: an index of the same embeddings and attributes whose dense part is taken as it is
+// (it does not depend on the SAE), or null.
+std::shared_ptr<FeatureIndex> buildFrom(const Workspace& ws, const Sources& src, JobContext& ctx,
+                                        const FeatureIndex* denseFrom = nullptr) {
   const int64_t n = src.emb.shape[0], d = src.emb.shape[1];
   const int64_t f = src.haveSae ? src.we.size(1) : 0;
   const AttributeLabels labels = readLabels(ws, n, ctx);
-  KindScanner dense(d, FeatureIndex::kStoredK, /*symmetric=*/true, -1, /*details=*/true);
-  std::unique_ptr<KindScanner> sparse;
+  std::unique_ptr<KindScanner> dense, sparse;
+  if (!denseFrom)
+    dense = std::make_unique<KindScanner>(d, FeatureIndex::kStoredK, /*symmetric=*/true, -1,
+                                          /*details=*/true);
   if (src.haveSae)
     sparse = std::make_unique<KindScanner>(f, FeatureIndex::kStoredK, false, -1, true);
-  scan(src, &dense, sparse.get(), ctx, &labels);
-  dense.finish();
+  if (dense || sparse) scan(src, dense.get(), sparse.get(), ctx, &labels);
+  if (dense) dense->finish();
   if (sparse) sparse->finish();
   auto idx = std::make_shared<FeatureIndex>();
   idx->m_numImages = n;
@@ -807,7 +820,13 @@ std::shared_ptr<FeatureIndex> buildFrom(const Workspace& ws, const Sources& src,
   idx->m_numSparse = f;
   idx->m_attrNames = labels.names;
   idx->m_attrImages = labels.empty() ? 0 : labels.matched;
-  KindScanner* scanners[2] = {&dense, sparse.get()};
+  if (denseFrom) {
+    for (int r = 0; r < 2; ++r) idx->m_top[0][r] = denseFrom->m_top[0][r];
+    idx->m_stats[0] = denseFrom->m_stats[0];
+    idx->m_quantiles[0] = denseFrom->m_quantiles[0];
+    idx->m_corr[0] = denseFrom->m_corr[0];
+  }
+  KindScanner* scanners[2] = {dense.get(), sparse.get()};
   for (int k = 0; k < 2; ++k) {
     if (!scanners[k]) continue;
     for (auto& t : scanners[k]->m_seed) idx->m_top[k][0].push_back(t.sorted());
@@ -835,17 +854,31 @@ std::shared_ptr<const FeatureIndex> FeatureIndex::loadOrBuild(const std::string&
                                                                JobContext& ctx) {
   const Workspace ws = Workspace::open(workspace, false);
   Sources src = readSources(ws);
+  const int64_t n = src.emb.shape[0], d = src.emb.shape[1];
   std::shared_ptr<FeatureIndex> idx = tryLoadIndex(ws);
-  if (!idx || idx->m_numImages != src.emb.shape[0]) {
-    idx = buildFrom(ws, src, ctx);
+  if (!idx || idx->m_numImages != n) {
+    // Another SAE on the same embeddings (a new run, `sae --use`): the dense part stays.
+    std::shared_ptr<FeatureIndex> dense = tryLoadIndex(ws, /*denseOnly=*/true);
+    if (!dense) dense = tryLoadIndex(ws, /*denseOnly=*/true, previousIndexPath(ws));
+    if (dense && (dense->m_numImages != n || dense->m_numDense != d)) dense = nullptr;
+    if (dense) ctx.log("index: dense dimensions taken from the cached index (same embeddings)");
+    idx = buildFrom(ws, src, ctx, dense.get());
     try {
       saveIndex(ws, *idx);
+      std::error_code ec;
+      fs::remove(previousIndexPath(ws), ec);
     } catch (const Error& e) {
       ctx.log(std::string("note: cannot cache the feature index: ") + e.what());
     }
   }
   attachSources(*idx, src);
   return idx;
+}
+
+void retireFeatureIndex(const Workspace& ws) {
+  std::error_code ec;
+  if (fileExists(indexPath(ws))) fs::rename(indexPath(ws), previousIndexPath(ws), ec);
+  if (ec) fs::remove_all(ws.path("index"), ec);
 }
 
 int64_t FeatureIndex::numFeatures(FeatureKind k) const {

@@ -9,6 +9,7 @@
 
 #include "checkpoint.h"
 #include "error.h"
+#include "features.h"
 #include "fsutil.h"
 #include "npy.h"
 #include "pipeline.h"
@@ -667,7 +668,7 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
     fs::create_directories(ws.path("saes"), ec);
     writeTorchCheckpoint(ws.path(runFile), sd);
     writeTorchCheckpoint(ws.saePath(), sd);
-    fs::remove_all(ws.path("index"), ec);
+    retireFeatureIndex(ws);
     json metrics;
     try {
       metrics = evaluateSaeFile(ws, ws.path(runFile), ctx);

@@ -13,6 +13,7 @@
 #include "checkpoint.h"
 #include "dataset.h"
 #include "error.h"
+#include "features.h"
 #include "fsutil.h"
 #include "npy.h"
 #include "sae.h"
@@ -216,8 +217,7 @@ void selectSae(const std::string& workspace, const std::string& name) {
   const std::string file = saeFileFor(ws, name);
   const std::vector<uint8_t> bytes = readFileBytes(file);
   writeFileAtomic(ws.saePath(), bytes.data(), bytes.size());
-  std::error_code ec;
-  fs::remove_all(ws.path("index"), ec);
+  retireFeatureIndex(ws);
   ws.updateManifest([&](json& m) { m["current_sae"] = name; });
 }
 

@@ -338,3 +338,68 @@ TEST_CASE("the feature index is the same with and without bf16 screening") {
     CHECK(std::string(e.what()).find("SAESCOPE_INDEX_SCREEN=maybe") == 0);
   }
 }
+
+TEST_CASE("switching SAEs keeps the index's dense part and rebuilds the sparse one") {
+  testutil::TempDir dir("switch");
+  const int64_t n = 3000, d = 32, f = 48;
+  torch::manual_seed(5);
+  engine::writeNpy(dir.str("embeddings.npy"), engine::fromTorch(torch::randn({n, d})));
+  auto writeSae = [&](const std::string& file, float bias) {
+    const auto we = torch::randn({d, f}) * 0.4;
+    engine::writeTorchCheckpoint(file, {{"weight_encoder", engine::fromTorch(we)},
+                                        {"weight_decoder", engine::fromTorch(we.t())},
+                                        {"bias_encoder", engine::fromTorch(torch::full({f}, bias))},
+                                        {"bias_decoder", engine::fromTorch(torch::zeros({d}))}});
+  };
+  writeSae(dir.str("sae.pt"), -0.2f);
+  engine::JobContext first;
+  const auto a = engine::FeatureIndex::loadOrBuild(dir.str(), first);
+  for (const auto& line : first.logLines())
+    CHECK(line.find("dense dimensions taken") == std::string::npos);
+  // Another SAE becomes the current one, as `sae --use` and a new run do.
+  writeSae(dir.str("sae.pt"), -0.4f);
+  engine::retireFeatureIndex(engine::Workspace::open(dir.str(), false));
+  CHECK_FALSE(engine::fileExists(dir.str("index/features.idx")));
+  engine::JobContext second;
+  const auto b = engine::FeatureIndex::loadOrBuild(dir.str(), second);
+  bool reused = false;
+  for (const auto& line : second.logLines())
+    reused |= line.find("dense dimensions taken") != std::string::npos;
+  CHECK(reused);
+  CHECK_FALSE(engine::fileExists(dir.str("index/previous.idx")));
+  engine::JobContext quiet;
+  const auto fresh = engine::FeatureIndex::build(dir.str(), quiet);  // from scratch
+  using engine::FeatureKind;
+  for (const auto kind : {FeatureKind::Dense, FeatureKind::Sparse}) {
+    const int64_t nf = kind == FeatureKind::Dense ? d : f;
+    REQUIRE(b->numFeatures(kind) == nf);
+    for (int64_t j = 0; j < nf; ++j) {
+      for (const auto rule : {engine::RankRule::Seed, engine::RankRule::Raw}) {
+        const auto& got = b->top(kind, rule, j);
+        const auto& want = fresh->top(kind, rule, j);
+        REQUIRE(got.size() == want.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+          CHECK(got[i].index == want[i].index);
+          CHECK(got[i].score == want[i].score);
+        }
+      }
+      CHECK(b->stats(kind, j).active == fresh->stats(kind, j).active);
+      CHECK(b->stats(kind, j).mean == fresh->stats(kind, j).mean);
+      CHECK(b->stats(kind, j).histogram == fresh->stats(kind, j).histogram);
+    }
+  }
+  // The sparse part did change with the SAE (the new biases are lower).
+  int64_t activeA = 0, activeB = 0;
+  for (int64_t j = 0; j < f; ++j)
+    activeA += a->stats(FeatureKind::Sparse, j).active,
+        activeB += b->stats(FeatureKind::Sparse, j).active;
+  CHECK(activeB < activeA);
+  // New embeddings: the previous index's dense part no longer fits and is not used.
+  engine::retireFeatureIndex(engine::Workspace::open(dir.str(), false));
+  engine::writeNpy(dir.str("embeddings.npy"), engine::fromTorch(torch::randn({n, d}) * 2));
+  engine::JobContext third;
+  const auto c = engine::FeatureIndex::loadOrBuild(dir.str(), third);
+  for (const auto& line : third.logLines())
+    CHECK(line.find("dense dimensions taken") == std::string::npos);
+  CHECK(c->stats(FeatureKind::Dense, 0).max != b->stats(FeatureKind::Dense, 0).max);
+}
