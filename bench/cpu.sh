@@ -91,11 +91,18 @@ timed ref-topk $py "$ref" topk "$sae/embeddings.npy" "$sae/sae.pt" "$threads"
 ref_topk=$(ref_json ref-topk topk_seconds)
 "$bin" sae --workspace "$sae" --variant topk --features 4096 --steps 3 --batch 4096 \
   --name wide --threads "$threads" > /dev/null 2>&1
+# Cold: no cached index, both kinds built. Then the 4096-feature index without the bf16 screening
+# of the encoder product (one fp32 GEMM per block), and switching to it from another SAE (the
+# dense part is taken over from the previous index).
+rm -rf "$sae/index"
 timed our-index-512 "$bin" sae --workspace "$sae" --use seed-f512-l0.1-s0 --threads "$threads"
+rm -rf "$sae/index"
 timed our-index-4096 "$bin" sae --workspace "$sae" --use wide --threads "$threads"
-# the same without the bf16 screening of the encoder product (one fp32 GEMM per block)
+rm -rf "$sae/index"
 timed our-index-4096-fp32 env SAESCOPE_INDEX_SCREEN=0 "$bin" sae --workspace "$sae" --use wide \
   --threads "$threads"
+"$bin" sae --workspace "$sae" --use seed-f512-l0.1-s0 --threads "$threads" > /dev/null 2>&1
+timed our-index-4096-switch "$bin" sae --workspace "$sae" --use wide --threads "$threads"
 
 echo
 echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores of $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
@@ -129,6 +136,7 @@ echo
 echo "| top-16 of every feature over $rows rows | seconds | peak MiB |"
 echo "|---|---|---|"
 echo "| reference, 512 features (torch.topk on N x F) | $ref_topk (topk alone) / $(get ref-topk 2) whole | $(get ref-topk 3) |"
-echo "| saescope index, 512 features (top-64, both kinds, both rules, stats) | $(get our-index-512 2) whole command | $(get our-index-512 3) |"
-echo "| saescope index, 4096 features | $(get our-index-4096 2) whole command | $(get our-index-4096 3) |"
+echo "| saescope index, 512 features (top-64, both kinds, both rules, stats; cold) | $(get our-index-512 2) whole command | $(get our-index-512 3) |"
+echo "| saescope index, 4096 features (cold) | $(get our-index-4096 2) whole command | $(get our-index-4096 3) |"
 echo "| the same, product in fp32 only (SAESCOPE_INDEX_SCREEN=0) | $(get our-index-4096-fp32 2) whole command | $(get our-index-4096-fp32 3) |"
+echo "| the same, switching from another SAE (dense part kept) | $(get our-index-4096-switch 2) whole command | $(get our-index-4096-switch 3) |"

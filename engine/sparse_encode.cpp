@@ -139,7 +139,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void amxScreenRows(
     int64_t* count) {
   const TileConfig cfg;
   _tile_loadconfig(&cfg);
-  const int64_t steps = kpad / 32, stride = kpad * 2;
+  const int64_t steps = kpad / 32;
   alignas(64) float c[32 * 32];
   for (int64_t g = 0; g * 16 < nf; g += 2) {  // 32 features at a time
     const uint16_t* b0 = wp + g * steps * 512;
@@ -149,10 +149,11 @@ __attribute__((target("amx-tile,amx-bf16"))) void amxScreenRows(
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      const uint16_t* a = xb + i0 * kpad;
+      const uint16_t* a0 = xb + i0 * kpad;  // tiles of 16 rows x 32 inputs, 1 KB each
+      const uint16_t* a1 = a0 + 16 * kpad;
       for (int64_t s = 0; s < steps; ++s) {
-        _tile_loadd(4, a + s * 32, stride);
-        _tile_loadd(5, a + 16 * kpad + s * 32, stride);
+        _tile_loadd(4, a0 + s * 512, 64);
+        _tile_loadd(5, a1 + s * 512, 64);
         _tile_loadd(6, b0 + s * 512, 64);
         _tile_loadd(7, b1 + s * 512, 64);
         _tile_dpbf16ps(0, 4, 6);
@@ -280,7 +281,9 @@ bool SparseEncoder::screenBlock(const torch::Tensor& x, ActivationRows& out) {
     const int64_t padded = (rows + 31) / 32 * 32;
     m_xb.assign(padded * m_kpad, 0);
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t i = 0; i < d; ++i) m_xb[r * m_kpad + i] = floatToBf16(xp[r * d + i]);
+      for (int64_t i = 0; i < d; ++i)  // as A tiles: per 16 rows and 32 inputs, 1 KB contiguous
+        m_xb[((r / 16 * (m_kpad / 32) + i / 32) * 16 + r % 16) * 32 + i % 32] =
+            floatToBf16(xp[r * d + i]);
     at::parallel_for(0, padded / 32, 1, [&](int64_t b, int64_t e) {
       amxScreenRows(m_xb.data(), m_kpad, b * 32, e * 32, rows, m_wp.data(), nf, nx.data(),
                     m_biasUp.data(), m_marginW.data(), m_idx.data(), m_count.data());
