@@ -140,6 +140,11 @@ struct QuantileAccumulator {
     }
     addGrowing(v, row);
   }
+  // add() of a value already known finite, inside the range (|v| < h), and in bin b = bin(v).
+  void addBinned(int b, float v, int64_t row) {
+    ++n;
+    if (count[b]++ == 0) first[b] = row, firstAct[b] = v;
+  }
   // add() for the first value and for values at or beyond the range.
   __attribute__((noinline)) void addGrowing(float v, int64_t row) {
     if (count.empty()) count.assign(kBins, 0), first.assign(kBins, -1), firstAct.assign(kBins, 0);
@@ -273,6 +278,37 @@ struct CorrelationAccumulator {
   }
 };
 
+// 16 consecutive values v of one dense dimension, the part of KindScanner::add that vectorises:
+// per lane the running sum, count of positives, min and max; the seed scores s = v / denom; and
+// the quantile bins (h, inv: the dimension's range, see QuantileAccumulator) of the values inside
+// the range. Returns how many of the 16 are inside it.
+constexpr int64_t kDenseLanes = 16;
+SAESCOPE_CLONES int denseLanes(const float* __restrict__ v, const float* __restrict__ denom,
+                               float h, float inv, double* __restrict__ sum,
+                               int* __restrict__ active, float* __restrict__ mn,
+                               float* __restrict__ mx, float* __restrict__ s,
+                               int* __restrict__ bins) {
+  constexpr int kBins = FeatureIndex::kQuantileBins;
+  // One loop per quantity: -O2 vectorises each.
+  for (int64_t i = 0; i < kDenseLanes; ++i) sum[i] += v[i];
+  for (int64_t i = 0; i < kDenseLanes; ++i) active[i] += v[i] > 0;
+  for (int64_t i = 0; i < kDenseLanes; ++i) {
+    mn[i] = v[i] < mn[i] ? v[i] : mn[i];  // NaN never wins, as with std::min(mn, v)
+    mx[i] = v[i] > mx[i] ? v[i] : mx[i];
+  }
+  for (int64_t i = 0; i < kDenseLanes; ++i) s[i] = v[i] / denom[i];
+  int inside = 0;
+  for (int64_t i = 0; i < kDenseLanes; ++i) {
+    const bool in = std::fabs(v[i]) < h;  // false for NaN and infinities
+    inside += in;
+    const float y = (in ? v[i] : 0.0f) * inv * (kBins / 2);  // QuantileAccumulator::bin, symmetric
+    const int t = static_cast<int>(y);
+    const int b = kBins / 2 + t - (y < static_cast<float>(t));
+    bins[i] = b < 0 ? 0 : (b > kBins - 1 ? kBins - 1 : b);
+  }
+  return inside;
+}
+
 // Streams rows of scores/activations into per-feature keepers for both ranking rules.
 class KindScanner {
  public:
@@ -325,19 +361,39 @@ class KindScanner {
         bool seedFull = seed.full(), rawFull = raw.full();
         float seedMin = seed.threshold(), rawMin = raw.threshold();
         const float* col = cols.data() + (j - jb) * rows;
+        double laneSum[kDenseLanes] = {};
+        int laneActive[kDenseLanes] = {};
+        float laneMin[kDenseLanes], laneMax[kDenseLanes], scores[kDenseLanes];
+        int bins[kDenseLanes];
+        std::fill(laneMin, laneMin + kDenseLanes, INFINITY);
+        std::fill(laneMax, laneMax + kDenseLanes, -INFINITY);
+        int inside = 0;
         for (int64_t r = 0; r < rows; ++r) {
+          const int64_t lane = r % kDenseLanes;
+          if (lane == 0 && r + kDenseLanes <= rows)  // the next 16 rows' sums, scores and bins
+            inside = denseLanes(col + r, denom.data() + r, q ? q->h : 0.0f, q ? q->inv : 0.0f,
+                                laneSum, laneActive, laneMin, laneMax, scores, bins);
+          const bool laned = r - lane + kDenseLanes <= rows;
           const float v = col[r];
           ++count;
-          sum += v;
-          active += v > 0;
-          mn = std::min(mn, v);
-          mx = std::max(mx, v);
-          if (q) q->add(v, row0 + r);
+          if (!laned) {
+            sum += v;
+            active += v > 0;
+            mn = std::min(mn, v);
+            mx = std::max(mx, v);
+          }
+          if (q) {
+            // Bins from denseLanes hold while the range stays: when all 16 were inside it.
+            if (laned && inside == kDenseLanes)
+              q->addBinned(bins[lane], v, row0 + r);
+            else
+              q->add(v, row0 + r);
+          }
           if (isMatched(r) && v != 0) {
             sa += v;
             saa += static_cast<double>(v) * v;
           }
-          const float s = v / denom[r];
+          const float s = laned ? scores[lane] : v / denom[r];
           if (s > seedMin || !seedFull) {
             seed.offer({row0 + r, s, v});
             seedFull = seed.full();
@@ -348,6 +404,12 @@ class KindScanner {
             rawFull = raw.full();
             rawMin = raw.threshold();
           }
+        }
+        for (int64_t i = 0; i < kDenseLanes; ++i) {
+          sum += laneSum[i];
+          active += laneActive[i];
+          mn = std::min(mn, laneMin[i]);
+          mx = std::max(mx, laneMax[i]);
         }
         st.count = count, st.active = active, st.sum = sum, st.min = mn, st.max = mx;
         if (!m_corr.sa.empty()) m_corr.sa[j] += sa, m_corr.saa[j] += saa;

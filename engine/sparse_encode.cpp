@@ -2,8 +2,8 @@
 //
 // The screening bound. Let p = Σ_i x_i w_i, the exact pre-activation without the bias, and p̃ the
 // bf16 product's element: operands rounded to bf16 (relative error u = 2^-9 each), products
-// accumulated in fp32 (oneDNN, AMX or AVX512-BF16), the result rounded to bf16 (torch returns
-// bf16). Then
+// accumulated in fp32 (AMX tiles, or oneDNN through torch), the result rounded to bf16 when torch
+// computes it (our AMX kernel keeps it in fp32: that term is then spare). Then
 //   |p̃ − p| ≤ (2u + u²) Σ|x_i||w_i| + γ_D Σ|x_i||w_i| + u |p̃|/(1 − u),   γ_D ≈ D·2^-24,
 // and by Cauchy–Schwarz Σ|x_i||w_i| ≤ ‖x‖ ‖w‖. The fp32 GEMM's own result differs from p by at
 // most γ_D Σ|x_i||w_i|. With D ≤ 2^14 every factor of ‖x‖‖w‖ above stays below 2^-8 in total, so
@@ -47,13 +47,6 @@ constexpr double kMaxCandidateShare = 1.0 / 16;
 constexpr int64_t kBlockElements = int64_t(1) << 21;  // rows × features per block (8 MB of floats)
 constexpr int64_t kMaxScreenedWidth = int64_t(1) << 14;  // D: keeps the bound's γ_D small
 constexpr int64_t kScreenStep = 32;                      // features screened at a time
-
-// Clones for AVX-512 (every CPU with bf16 instructions has it) and the baseline, chosen at load.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SAESCOPE_CLONES __attribute__((target_clones("avx512f", "default")))
-#else
-#define SAESCOPE_CLONES
-#endif
 
 // 32 independent partial sums: vectorised, without waiting on one accumulator's latency.
 SAESCOPE_CLONES float dot(const float* a, const float* b, int64_t n) {
@@ -268,29 +261,33 @@ void SparseEncoder::encode(const torch::Tensor& xc, ActivationRows& out) {
 bool SparseEncoder::screenBlock(const torch::Tensor& x, ActivationRows& out) {
   const int64_t rows = x.size(0), d = m_d, nf = m_f;
   const float* xp = x.data_ptr<float>();
+  const bool amx = !m_wp.empty();
+  const int64_t padded = (rows + 31) / 32 * 32, steps = m_kpad / 32;
+  if (amx) m_xb.assign(padded * m_kpad, 0);
   std::vector<float> nx(rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    double sq = 0;
-    for (int64_t i = 0; i < d; ++i) sq += double(xp[r * d + i]) * xp[r * d + i];
-    nx[r] = static_cast<float>(std::sqrt(sq));
-  }
+  at::parallel_for(0, rows, 16, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* xr = xp + r * d;
+      double sq = 0;
+      for (int64_t i = 0; i < d; ++i) sq += double(xr[i]) * xr[i];
+      nx[r] = static_cast<float>(std::sqrt(sq));
+      if (!amx) continue;
+      // x̂ as A tiles: per 16 rows and 32 inputs, 16 x 32 bf16 (1 KB) contiguous.
+      uint16_t* tiles = m_xb.data() + (r / 16 * steps * 16 + r % 16) * 32;
+      for (int64_t i = 0; i < d; ++i) tiles[i / 32 * 512 + i % 32] = floatToBf16(xr[i]);
+    }
+  });
   // Candidates: the elements the bound cannot prove negative.
   std::fill(m_count.begin(), m_count.begin() + rows, 0);
 #if SAESCOPE_AMX
-  if (!m_wp.empty()) {
-    const int64_t padded = (rows + 31) / 32 * 32;
-    m_xb.assign(padded * m_kpad, 0);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t i = 0; i < d; ++i)  // as A tiles: per 16 rows and 32 inputs, 1 KB contiguous
-        m_xb[((r / 16 * (m_kpad / 32) + i / 32) * 16 + r % 16) * 32 + i % 32] =
-            floatToBf16(xp[r * d + i]);
+  if (amx) {
     at::parallel_for(0, padded / 32, 1, [&](int64_t b, int64_t e) {
       amxScreenRows(m_xb.data(), m_kpad, b * 32, e * 32, rows, m_wp.data(), nf, nx.data(),
                     m_biasUp.data(), m_marginW.data(), m_idx.data(), m_count.data());
     });
   }
 #endif
-  if (m_wp.empty()) {
+  if (!amx) {
     const torch::Tensor approx = torch::mm(x.to(torch::kBFloat16), m_wb).contiguous();
     const auto* p16 = reinterpret_cast<const uint16_t*>(approx.data_ptr<at::BFloat16>());
     at::parallel_for(0, rows, 8, [&](int64_t b, int64_t e) {

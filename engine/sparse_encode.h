@@ -16,6 +16,13 @@
 #include <cstdint>
 #include <vector>
 
+// Function clones for AVX-512 and the baseline, chosen when the program loads (GCC on x86-64).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SAESCOPE_CLONES __attribute__((target_clones("avx512f", "default")))
+#else
+#define SAESCOPE_CLONES
+#endif
+
 namespace engine {
 
 // Rows of SAE activations: per row its nonzero values (positive, or NaN as ReLU passes it on) in
