@@ -124,15 +124,15 @@ class FeatureIndex {
   std::vector<float> m_decoderUnit;
 };
 
-// Top-k of one feature computed directly from the workspace's arrays (any k), best first, ties by
-// lower index. Matches the reference Python ranking.
-// `saeName`: one of the workspace's SAEs (saes/<name>.pt); "" = the current SAE (sae.pt).
 class Workspace;
 // After the current SAE changed: the cached index (index/features.idx) becomes index/previous.idx,
 // which the next build reads only for its dense part (it does not depend on the SAE; it is used
 // only when its embeddings and attribute stamps still match).
 void retireFeatureIndex(const Workspace& ws);
 
+// Top-k of one feature computed directly from the workspace's arrays (any k), best first, ties by
+// lower index. Matches the reference Python ranking.
+// `saeName`: one of the workspace's SAEs (saes/<name>.pt); "" = the current SAE (sae.pt).
 std::vector<TopEntry> computeTopK(const std::string& workspace, FeatureKind kind, int64_t feature,
                                   int k, RankRule rule, const std::string& saeName = "");
 
