@@ -653,12 +653,12 @@ void scan(const Sources& src, KindScanner* dense, KindScanner* sparse, JobContex
     ctx.checkStop();
     const int64_t e = std::min(n, s + kChunk);
     const torch::Tensor raw = all.slice(0, s, e).contiguous();
-    const torch::Tensor norms = raw.norm(2, 1).contiguous();
     const bool corr = labels && !labels->empty();
     torch::Tensor yc, matched;
     if (corr) std::tie(yc, matched) = labels->chunk(s, e);
     const int8_t* m = corr ? matched.data_ptr<int8_t>() : nullptr;
     if (dense) {
+      const torch::Tensor norms = raw.norm(2, 1).contiguous();
       dense->add(raw.data_ptr<float>(), norms.data_ptr<float>(), e - s, d, s, m);
       if (corr) dense->addCorrelation(raw, yc);
     }

@@ -1,6 +1,7 @@
 // Engine tests that need LibTorch: losses, ResNet18, SAE, feature index and top-k.
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "engine/checkpoint.h"
@@ -21,10 +22,11 @@
 
 using nlohmann::json;
 
-// The screening's methods are chosen by SAESCOPE_INDEX_SCREEN; restores it on scope exit.
-struct ScreenEnv {
-  explicit ScreenEnv(const char* v) { ::setenv("SAESCOPE_INDEX_SCREEN", v, 1); }
-  ~ScreenEnv() { ::unsetenv("SAESCOPE_INDEX_SCREEN"); }
+// Sets an environment variable (the index's SAESCOPE_INDEX_SCREEN, SAESCOPE_NO_AMX) while alive.
+struct EnvSetting {
+  const char* name;
+  EnvSetting(const char* n, const char* v) : name(n) { ::setenv(name, v, 1); }
+  ~EnvSetting() { ::unsetenv(name); }
 };
 
 namespace {
@@ -223,10 +225,12 @@ TEST_CASE("the bf16-screened SAE encoding keeps exactly the fp32 product's nonze
   // Screened on AMX tiles (where the CPU has them), screened through LibTorch's bf16 product, and
   // one fp32 GEMM.
   for (const int path : {0, 1, 2}) {
-    if (path == 1) ::setenv("SAESCOPE_NO_AMX", "1", 1);
     const auto method = path < 2 ? engine::EncodeMethod::Screened : engine::EncodeMethod::Full;
-    const engine::ActivationRows rows = encode(method, path < 2);
-    ::unsetenv("SAESCOPE_NO_AMX");
+    const engine::ActivationRows rows = [&] {
+      std::optional<EnvSetting> noAmx;
+      if (path == 1) noAmx.emplace("SAESCOPE_NO_AMX", "1");
+      return encode(method, path < 2);
+    }();
     REQUIRE(rows.rows() == n);
     int64_t nearZeroKept = 0, undecided = 0;
     for (int64_t r = 0; r < n; ++r) {
@@ -293,11 +297,11 @@ TEST_CASE("the feature index is the same with and without bf16 screening") {
   engine::JobContext ctx;
   std::shared_ptr<const engine::FeatureIndex> screened, full;
   {
-    ScreenEnv env("1");
+    EnvSetting env("SAESCOPE_INDEX_SCREEN", "1");
     screened = engine::FeatureIndex::build(dir.str(), ctx);
   }
   {
-    ScreenEnv env("0");
+    EnvSetting env("SAESCOPE_INDEX_SCREEN", "0");
     full = engine::FeatureIndex::build(dir.str(), ctx);
   }
   // The two fp32 products round differently in the last bits (as two BLASes do): scores agree to
@@ -335,7 +339,7 @@ TEST_CASE("the feature index is the same with and without bf16 screening") {
   CHECK(swapped <= compared / 100);
   CHECK(compared > 2000);  // the lists hold real activations, not only zeros
   // An unknown setting is an error naming the variable.
-  ScreenEnv env("maybe");
+  EnvSetting env("SAESCOPE_INDEX_SCREEN", "maybe");
   try {
     engine::FeatureIndex::build(dir.str(), ctx);
     FAIL("expected an error");

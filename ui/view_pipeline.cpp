@@ -103,15 +103,12 @@ void drawEvVsL0(const nlohmann::json& runs, const std::string& current, float sc
   y0 = std::max(y0, yFloor);
   y1 = std::max(y1, y0);
   if (y1 - y0 < 1e-9) y0 -= 0.05, y1 += 0.05;
-  ImGui::PushTextWrapPos(0);
+  char belowNote[64] = "";
   if (below > 0)
-    ImGui::TextDisabled(
-        "explained variance (y, %.3f..%.3f; %d run(s) below -1 on the bottom edge) against L0 "
-        "(x, %.1f..%.1f), held out",
-        y0, y1, below, x0, x1);
-  else
-    ImGui::TextDisabled("explained variance (y, %.3f..%.3f) against L0 (x, %.1f..%.1f), held out",
-                        y0, y1, x0, x1);
+    std::snprintf(belowNote, sizeof belowNote, "; %d run(s) below -1 on the bottom edge", below);
+  ImGui::PushTextWrapPos(0);
+  ImGui::TextDisabled("explained variance (y, %.3f..%.3f%s) against L0 (x, %.1f..%.1f), held out",
+                      y0, y1, belowNote, x0, x1);
   ImGui::PopTextWrapPos();
   const ImVec2 size(ImGui::GetContentRegionAvail().x, 140 * scale);
   const ImVec2 p0 = ImGui::GetCursorScreenPos();
