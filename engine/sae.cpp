@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <tuple>
 
 #include "checkpoint.h"
@@ -14,6 +15,7 @@
 #include "npy.h"
 #include "pipeline.h"
 #include "sae_eval.h"
+#include "simd.h"
 #include "torch_util.h"
 #include "workspace.h"
 
@@ -64,6 +66,270 @@ SaeLoss saeLoss(const torch::Tensor& x, const torch::Tensor& xHat, const torch::
 
 torch::Tensor l2normalizeRows(const torch::Tensor& x) {
   return x / x.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference SAE's training step
+
+SeedStepLosses seedAutogradStep(SparseAutoencoder& sae, const torch::Tensor& xb, double l1,
+                                torch::optim::Optimizer& opt, bool report) {
+  const torch::Tensor f = sae->encode(xb);
+  const torch::Tensor xHat = sae->decode(f);
+  const SaeLoss loss = saeLoss(xb, xHat, f, l1);
+  opt.zero_grad();
+  loss.total.backward();
+  opt.step();
+  SeedStepLosses out;
+  if (report) {
+    out.total = loss.total.item<double>();
+    out.reconstruction = loss.reconstruction.item<double>();
+    out.sparsity = loss.sparsity.item<double>();
+    out.l0 = (f > 0).sum(1).to(torch::kFloat64).mean().item<double>();
+  }
+  return out;
+}
+
+namespace {
+// SeedCpuStep's element-wise passes over its row blocks, written as 16-lane steps so that they
+// vectorise without -ffast-math: float partial sums per lane, added up per row in double.
+constexpr int kLanes = 16;
+
+// xbar[i] = x[rows[i]] − b_d for `count` rows of width d.
+SAESCOPE_CLONES void gatherCentered(const float* __restrict__ x, const int64_t* rows, int64_t count,
+                                    int64_t d, const float* __restrict__ bd,
+                                    float* __restrict__ xbar) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float* src = x + rows[i] * d;
+    float* dst = xbar + i * d;
+    int64_t j = 0;
+    for (; j + kLanes <= d; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) dst[j + l] = src[j + l] - bd[j + l];
+    for (; j < d; ++j) dst[j] = src[j] - bd[j];
+  }
+}
+
+// f ← ReLU(f + b_e) over `count` rows of width n (NaN passes, as in torch's ReLU); adds Σ f and
+// the number of positive elements to *sum and *active.
+SAESCOPE_CLONES void reluBiasRows(float* __restrict__ f, const float* __restrict__ be,
+                                  int64_t count, int64_t n, double* sum, int64_t* active) {
+  for (int64_t i = 0; i < count; ++i) {
+    float* row = f + i * n;
+    float acc[kLanes] = {};
+    int32_t pos[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes) {  // one loop per quantity: -O2 vectorises each
+      float* v = row + j;
+      for (int l = 0; l < kLanes; ++l) v[l] += be[j + l];
+      for (int l = 0; l < kLanes; ++l) v[l] = v[l] > 0.0f || v[l] != v[l] ? v[l] : 0.0f;
+      for (int l = 0; l < kLanes; ++l) acc[l] += v[l];
+      for (int l = 0; l < kLanes; ++l) pos[l] += v[l] > 0.0f;
+    }
+    double s = 0;
+    for (; j < n; ++j) {
+      const float v = row[j] + be[j];
+      row[j] = v > 0.0f || v != v ? v : 0.0f;
+      s += row[j];
+      *active += row[j] > 0.0f;
+    }
+    for (int l = 0; l < kLanes; ++l) {
+      s += acc[l];
+      *active += pos[l];
+    }
+    *sum += s;
+  }
+}
+
+// r ← r − xbar over `count` rows of width d; returns Σ r².
+SAESCOPE_CLONES double residualRows(float* __restrict__ r, const float* __restrict__ xbar,
+                                    int64_t count, int64_t d) {
+  double total = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    float* row = r + i * d;
+    const float* xr = xbar + i * d;
+    float acc[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= d; j += kLanes) {
+      float* v = row + j;
+      for (int l = 0; l < kLanes; ++l) v[l] -= xr[j + l];
+      for (int l = 0; l < kLanes; ++l) acc[l] += v[l] * v[l];
+    }
+    double s = 0;
+    for (; j < d; ++j) {
+      row[j] -= xr[j];
+      s += double(row[j]) * row[j];
+    }
+    for (int l = 0; l < kLanes; ++l) s += acc[l];
+    total += s;
+  }
+  return total;
+}
+
+// r ← s·r over `count` rows of width d; col[j] += Σ_rows r[., j].
+SAESCOPE_CLONES void scaleRowsSumColumns(float* __restrict__ r, int64_t count, int64_t d, float s,
+                                         double* __restrict__ col) {
+  for (int64_t i = 0; i < count; ++i) {
+    float* row = r + i * d;
+    int64_t j = 0;
+    for (; j + kLanes <= d; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) row[j + l] *= s;
+      for (int l = 0; l < kLanes; ++l) col[j + l] += row[j + l];
+    }
+    for (; j < d; ++j) {
+      row[j] *= s;
+      col[j] += row[j];
+    }
+  }
+}
+
+// g ← (g + λ)·1[f > 0] over `count` rows of width n (ReLU's and λΣ|f|'s backward); col += Σ_rows g.
+SAESCOPE_CLONES void reluBackwardRows(float* __restrict__ g, const float* __restrict__ f,
+                                      int64_t count, int64_t n, float l1,
+                                      double* __restrict__ col) {
+  for (int64_t i = 0; i < count; ++i) {
+    float* row = g + i * n;
+    const float* fr = f + i * n;
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) row[j + l] = fr[j + l] > 0.0f ? row[j + l] + l1 : 0.0f;
+      for (int l = 0; l < kLanes; ++l) col[j + l] += row[j + l];
+    }
+    for (; j < n; ++j) {
+      row[j] = fr[j] > 0.0f ? row[j] + l1 : 0.0f;
+      col[j] += row[j];
+    }
+  }
+}
+}  // namespace
+
+SeedStepLosses SeedCpuStep::gradients(const torch::Tensor& x, const torch::Tensor& rows) {
+  torch::NoGradGuard noGrad;
+  const torch::Tensor we = m_sae->weight_encoder.detach(), wd = m_sae->weight_decoder.detach();
+  const int64_t b = rows.numel(), d = we.size(0), nf = we.size(1);
+  if (!x.is_cpu() || x.scalar_type() != torch::kFloat32 || !x.is_contiguous() || x.dim() != 2 ||
+      x.size(1) != d || rows.scalar_type() != torch::kLong || !rows.is_contiguous() || b < 1 ||
+      !we.is_cpu() || we.scalar_type() != torch::kFloat32)
+    throw Error("SeedCpuStep: expected contiguous fp32 rows of width " + std::to_string(d) +
+                " and int64 row numbers on the CPU");
+  if (!m_xbar.defined() || m_xbar.size(0) < b) {
+    m_xbar = torch::empty({b, d});
+    m_r = torch::empty({b, d});
+    m_f = torch::empty({b, nf});
+    m_g = torch::empty({b, nf});
+  }
+  if (!m_gWe.defined()) {
+    m_gWe = torch::empty_like(we);
+    m_gWd = torch::empty_like(wd);
+    m_gBe = torch::empty({nf});
+    m_gBd = torch::empty({d});
+    m_wb = torch::empty({d});
+  }
+  const torch::Tensor xbar = m_xbar.slice(0, 0, b), r = m_r.slice(0, 0, b);
+  const torch::Tensor f = m_f.slice(0, 0, b), g = m_g.slice(0, 0, b);
+  const float* xp = x.data_ptr<float>();
+  const int64_t* rowp = rows.data_ptr<int64_t>();
+  const float* bd = m_sae->bias_decoder.data_ptr<float>();
+  const float* be = m_sae->bias_encoder.data_ptr<float>();
+  float *xbarp = xbar.data_ptr<float>(), *rp = r.data_ptr<float>();
+  float *fp = f.data_ptr<float>(), *gp = g.data_ptr<float>();
+  for (int64_t i = 0; i < b; ++i)
+    if (rowp[i] < 0 || rowp[i] >= x.size(0))
+      throw Error("SeedCpuStep: row " + std::to_string(rowp[i]) + " is out of range");
+
+  // Row blocks, one a thread (fixed by the thread count, so that the sums are reproducible).
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), b / 16));
+  auto rowsOf = [&](int64_t blk) {
+    return std::make_pair(b * blk / blocks, b * (blk + 1) / blocks);
+  };
+  struct Partial {
+    double sumSq = 0, sumF = 0;
+    int64_t active = 0;
+  };
+  std::vector<Partial> part(blocks);
+  std::vector<double> colR(blocks * d, 0.0), colG(blocks * nf, 0.0);
+
+  // Forward: X̄ = X − b_d; f = ReLU(X̄ W_e + b_e); r = f W_d − X̄ (= X̂ − X).
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    torch::NoGradGuard workerNoGrad;
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const auto [lo, hi] = rowsOf(blk);
+      gatherCentered(xp, rowp + lo, hi - lo, d, bd, xbarp + lo * d);
+      torch::Tensor fb = f.slice(0, lo, hi), rb = r.slice(0, lo, hi);
+      const torch::Tensor xb = xbar.slice(0, lo, hi);
+      torch::mm_out(fb, xb, we);
+      Partial& p = part[blk];
+      reluBiasRows(fp + lo * nf, be, hi - lo, nf, &p.sumF, &p.active);
+      torch::mm_out(rb, fb, wd);
+      p.sumSq = residualRows(rp + lo * d, xbarp + lo * d, hi - lo, d);
+    }
+  });
+  double sumSq = 0, sumF = 0;
+  int64_t active = 0;
+  for (const Partial& p : part) {
+    sumSq += p.sumSq;
+    sumF += p.sumF;
+    active += p.active;
+  }
+  const double norm = std::sqrt(sumSq);
+  // ‖r‖'s gradient r/‖r‖, and 0 at r = 0 (as torch's norm backward).
+  const float inv = norm > 0 ? static_cast<float>(1.0 / norm) : 0.0f;
+  const float l1 = static_cast<float>(m_l1);
+
+  // Backward through the decoder and the ReLU: r ← r/‖r‖; G = (r W_dᵀ + λ) ⊙ 1[f > 0].
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    torch::NoGradGuard workerNoGrad;
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const auto [lo, hi] = rowsOf(blk);
+      scaleRowsSumColumns(rp + lo * d, hi - lo, d, inv, colR.data() + blk * d);
+      torch::Tensor gb = g.slice(0, lo, hi);
+      torch::mm_out(gb, r.slice(0, lo, hi), wd.t());
+      reluBackwardRows(gp + lo * nf, fp + lo * nf, hi - lo, nf, l1, colG.data() + blk * nf);
+    }
+  });
+
+  // Weight gradients, split by output rows: ∂L/∂W_d = fᵀ r [F, D], ∂L/∂W_e = X̄ᵀ G [D, F].
+  at::parallel_for(0, nf + d, 16, [&](int64_t lo, int64_t hi) {
+    torch::NoGradGuard workerNoGrad;
+    if (lo < nf) {
+      torch::Tensor out = m_gWd.slice(0, lo, std::min(hi, nf));
+      torch::mm_out(out, f.slice(1, lo, std::min(hi, nf)).t(), r);
+    }
+    if (hi > nf) {
+      torch::Tensor out = m_gWe.slice(0, std::max(lo, nf) - nf, hi - nf);
+      torch::mm_out(out, xbar.slice(1, std::max(lo, nf) - nf, hi - nf).t(), g);
+    }
+  });
+  float* gbe = m_gBe.data_ptr<float>();
+  for (int64_t j = 0; j < nf; ++j) {
+    double s = 0;
+    for (int64_t blk = 0; blk < blocks; ++blk) s += colG[blk * nf + j];
+    gbe[j] = static_cast<float>(s);
+  }
+  torch::mv_out(m_wb, we, m_gBe);
+  float* gbd = m_gBd.data_ptr<float>();
+  const float* wb = m_wb.data_ptr<float>();
+  for (int64_t j = 0; j < d; ++j) {
+    double s = 0;
+    for (int64_t blk = 0; blk < blocks; ++blk) s += colR[blk * d + j];
+    gbd[j] = static_cast<float>(s - wb[j]);
+  }
+  m_sae->weight_encoder.mutable_grad() = m_gWe;
+  m_sae->weight_decoder.mutable_grad() = m_gWd;
+  m_sae->bias_encoder.mutable_grad() = m_gBe;
+  m_sae->bias_decoder.mutable_grad() = m_gBd;
+
+  SeedStepLosses out;
+  out.reconstruction = norm;
+  out.sparsity = sumF;
+  out.total = norm + m_l1 * sumF;
+  out.l0 = static_cast<double>(active) / static_cast<double>(b);
+  return out;
+}
+
+SeedStepLosses SeedCpuStep::step(const torch::Tensor& x, const torch::Tensor& rows,
+                                 torch::optim::Optimizer& opt) {
+  const SeedStepLosses out = gradients(x, rows);
+  opt.step();
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -526,8 +792,14 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
                   "` first");
     const torch::Device device = setupDevice(cfg.run, &ctx);
     const ThreadsRestorer restoreThreads{cfg.run.threads};
-    // bf16 products run in oneDNN on LibTorch's own pool, not in the BLAS.
-    if (cfg.precision == "fp32") preferBlasThreads(cfg.run, device);
+    // The reference SAE on the CPU in fp32 splits its products over LibTorch's threads itself
+    // (SeedCpuStep); SAESCOPE_SAE_AUTOGRAD=1 runs it through autograd instead (for comparison).
+    const bool seedByHand = cfg.variant == "seed" && device.is_cpu() && cfg.precision == "fp32" &&
+                            std::getenv("SAESCOPE_SAE_AUTOGRAD") == nullptr;
+    if (seedByHand)
+      useSingleThreadedBlas();
+    else if (cfg.precision == "fp32")  // bf16 products run in oneDNN on LibTorch's own pool
+      preferBlasThreads(cfg.run, device);
     torch::manual_seed(cfg.run.seed);
 
     const TensorData emb = readNpy(ws.embeddingsPath());
@@ -595,25 +867,27 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
       auto gen = torch::make_generator<at::CPUGeneratorImpl>(cfg.run.seed + 7);
       const auto longs = torch::TensorOptions().dtype(torch::kLong);
       for (int epoch = 0; epoch < epoch0; ++epoch) torch::randperm(n, gen, longs);  // replayed
+      std::optional<SeedCpuStep> byHand;
+      if (seedByHand) {
+        x = x.contiguous();
+        byHand.emplace(sae, cfg.l1);
+      }
       try {
         for (int epoch = epoch0; epoch < cfg.epochs; ++epoch) {
           const torch::Tensor perm = torch::randperm(n, gen, longs).to(device);
           for (int64_t s = epoch == epoch0 ? offset0 : 0; s < n; s += cfg.batch) {
             ctx.checkStop();
             const int64_t e = std::min(n, s + cfg.batch);
-            const torch::Tensor xb = x.index_select(0, perm.slice(0, s, e));
-            const torch::Tensor f = sae->encode(xb);
-            const torch::Tensor xHat = sae->decode(f);
-            const SaeLoss loss = saeLoss(xb, xHat, f, cfg.l1);
-            opt.zero_grad();
-            loss.total.backward();
-            opt.step();
             const bool report = device.is_cpu() || step % 20 == 0 || e == n;
+            const SeedStepLosses loss =
+                byHand ? byHand->step(x, perm.slice(0, s, e), opt)
+                       : seedAutogradStep(sae, x.index_select(0, perm.slice(0, s, e)), cfg.l1, opt,
+                                          report);
             if (report) {
-              last[0] = loss.total.item<double>();
-              last[1] = loss.reconstruction.item<double>();
-              last[2] = loss.sparsity.item<double>();
-              last[3] = (f > 0).sum(1).to(torch::kFloat64).mean().item<double>();
+              last[0] = loss.total;
+              last[1] = loss.reconstruction;
+              last[2] = loss.sparsity;
+              last[3] = loss.l0;
               if (!std::isfinite(last[0]))
                 throw Error("sae: the loss became " + std::to_string(last[0]) +
                             "; try a smaller --lr");

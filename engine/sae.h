@@ -44,6 +44,43 @@ struct SaeLoss {
 SaeLoss saeLoss(const torch::Tensor& x, const torch::Tensor& xHat, const torch::Tensor& f,
                 double l1);
 
+// The reference SAE's training step (the seed variant), as four losses.
+struct SeedStepLosses {
+  double total = 0, reconstruction = 0, sparsity = 0, l0 = 0;  // l0: mean active features a row
+};
+// One step through autograd, any device and product type: the reference loss on xb [B, D],
+// backward, `opt.step()`. Reads the losses back only when `report` (else all 0).
+SeedStepLosses seedAutogradStep(SparseAutoencoder& sae, const torch::Tensor& xb, double l1,
+                                torch::optim::Optimizer& opt, bool report);
+
+// The same step on the CPU in fp32 with its backward pass written out, for speed (the SAE epoch
+// of the performance issue is this loop): the batch is split by rows over LibTorch's threads,
+// each running its own single-threaded products with the element-wise work fused after them
+// while the rows are in cache; the weight gradients are split by output rows. With
+// r = X̂ − X, L = ‖r‖ + λ Σ f:
+//   ∂L/∂W_d = fᵀ r/‖r‖,  G = (r/‖r‖ W_dᵀ + λ) ⊙ 1[f > 0],  ∂L/∂W_e = X̄ᵀ G,  ∂L/∂b_e = Σ_rows G,
+//   ∂L/∂b_d = Σ_rows r/‖r‖ − W_e ∂L/∂b_e
+// (the last term is one matrix-vector product, where autograd multiplies G by W_eᵀ in full: five
+// matrix products a step instead of six). Equal to seedAutogradStep up to fp32 summation order
+// (tests/test_sae.cpp checks both against Python's autograd). The caller sets the BLAS to one
+// thread (useSingleThreadedBlas). Not thread-safe; reuses its buffers between steps.
+class SeedCpuStep {
+ public:
+  SeedCpuStep(SparseAutoencoder sae, double l1) : m_sae(std::move(sae)), m_l1(l1) {}
+  // The losses of the rows `rows` [B] (int64) of x [N, D] (contiguous fp32), and the parameters'
+  // gradients in their .grad().
+  SeedStepLosses gradients(const torch::Tensor& x, const torch::Tensor& rows);
+  // gradients(), then opt.step().
+  SeedStepLosses step(const torch::Tensor& x, const torch::Tensor& rows,
+                      torch::optim::Optimizer& opt);
+
+ private:
+  SparseAutoencoder m_sae;
+  double m_l1;
+  torch::Tensor m_xbar, m_f, m_r, m_g;             // [B, D], [B, F], [B, D], [B, F] workspaces
+  torch::Tensor m_gWe, m_gWd, m_gBe, m_gBd, m_wb;  // gradients; W_e ∂L/∂b_e
+};
+
 // a·b with the operands rounded to `type` and the result in fp32 (a plain mm for kFloat).
 // Differentiable: the backward products run in `type` too.
 torch::Tensor productIn(const torch::Tensor& a, const torch::Tensor& b, at::ScalarType type);

@@ -16,14 +16,7 @@
 #include <cstdint>
 #include <vector>
 
-// Function clones for AVX-512 and the baseline, chosen when the program loads (GCC on x86-64).
-// Not under ThreadSanitizer: the clones' resolvers run while the dynamic loader relocates the
-// program, before TSan's runtime starts, and their instrumentation crashes there.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define SAESCOPE_CLONES __attribute__((target_clones("avx512f", "default")))
-#else
-#define SAESCOPE_CLONES
-#endif
+#include "simd.h"
 
 namespace engine {
 

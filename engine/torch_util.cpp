@@ -125,6 +125,10 @@ void configureThreads(int threadsWanted) {
   }
 }
 
+void useSingleThreadedBlas() {
+  if (const auto set = openblasSetThreads()) set(1);
+}
+
 void preferBlasThreads(const RunOptions& run, const torch::Device& device) {
   const auto set = openblasSetThreads();
   if (!device.is_cpu() || !set || std::getenv("SAESCOPE_BLAS_THREADS") ||

@@ -34,6 +34,11 @@ struct ThreadsRestorer {
 // or a BLAS without OpenBLAS's thread control): large products are then worth splitting over
 // LibTorch's threads by the caller.
 bool singleThreadedBlas();
+// Sets OpenBLAS (when it is the BLAS) to one thread per call until the next configureThreads, for
+// callers that split their products over LibTorch's threads themselves (SeedCpuStep). Products
+// called inside LibTorch's parallel regions run single-threaded in the other BLASes (MKL's
+// OpenMP threading is not nested).
+void useSingleThreadedBlas();
 
 // Loads a state dict (torch.save'd zip checkpoint or safetensors) into `module`'s parameters and
 // buffers by name. `skip` names keys to ignore (e.g. "fc.weight"). Strict otherwise: a missing or

@@ -39,7 +39,7 @@ void checkClose(const torch::Tensor& got, const json& want, double tol, const ch
   const torch::Tensor w = tensorOf(want);
   REQUIRE(got.sizes() == w.sizes());
   const double err = (got.to(torch::kFloat64) - w.to(torch::kFloat64)).abs().max().item<double>();
-  INFO(what << ": max abs error " << err);
+  INFO(std::string(what) << ": max abs error " << err);
   CHECK(err <= tol);
 }
 
@@ -144,6 +144,105 @@ TEST_CASE("topk, batchtopk and l1 training steps equal the Python reference, fp3
     CHECK(trainer.threshold() == doctest::Approx(fin["threshold"].get<double>()).epsilon(1e-5));
     if (variant != "l1")  // unit decoder rows after every step
       CHECK((trainer.sae()->weight_decoder.norm(2, 1) - 1).abs().max().item<double>() < 1e-5);
+  }
+}
+
+TEST_CASE("the reference SAE's step by hand has autograd's and Python's gradients") {
+  const json ref = oracle("seed");
+  const torch::Tensor x = tensorOf(ref["x"]).contiguous();
+  const torch::Tensor rows = torch::tensor(ref["rows"].get<std::vector<int64_t>>(), torch::kLong);
+  const double l1 = ref["l1"];
+  const int64_t d = x.size(1), nf = tensorOf(ref["init"]["be"]).numel();
+  auto makeSae = [&] {
+    engine::SparseAutoencoder sae(d, nf);
+    torch::NoGradGuard g;
+    sae->weight_encoder.copy_(tensorOf(ref["init"]["we"]));
+    sae->weight_decoder.copy_(tensorOf(ref["init"]["wd"]));
+    sae->bias_encoder.copy_(tensorOf(ref["init"]["be"]));
+    sae->bias_decoder.copy_(tensorOf(ref["init"]["bd"]));
+    return sae;
+  };
+  auto checkGradients = [&](engine::SparseAutoencoder& sae, const char* how) {
+    CAPTURE(how);
+    checkClose(sae->weight_encoder.grad(), ref["grad"]["we"], 2e-5, "dL/dW_e");
+    checkClose(sae->weight_decoder.grad(), ref["grad"]["wd"], 2e-5, "dL/dW_d");
+    checkClose(sae->bias_encoder.grad(), ref["grad"]["be"], 2e-5, "dL/db_e");
+    checkClose(sae->bias_decoder.grad(), ref["grad"]["bd"], 2e-5, "dL/db_d");
+  };
+  const int threadsBefore = at::get_num_threads();
+  for (int threads : {1, 2, 3}) {  // one, two and three row blocks of the 37 rows
+    CAPTURE(threads);
+    at::set_num_threads(threads);
+    engine::SparseAutoencoder sae = makeSae();
+    engine::SeedCpuStep hand(sae, l1);
+    const engine::SeedStepLosses l = hand.gradients(x, rows);
+    CHECK(l.total == doctest::Approx(ref["loss"].get<double>()).epsilon(1e-6));
+    CHECK(l.reconstruction == doctest::Approx(ref["recon"].get<double>()).epsilon(1e-6));
+    CHECK(l.sparsity == doctest::Approx(ref["sparsity"].get<double>()).epsilon(1e-6));
+    CHECK(l.l0 == doctest::Approx(ref["l0"].get<double>()));
+    checkGradients(sae, "by hand");
+    // The features that fire on no row get exactly zero encoder gradients.
+    const torch::Tensor zeroColumns = (sae->weight_encoder.grad() == 0).all(0);
+    CHECK(zeroColumns.sum().item<int64_t>() == ref["never_fire"].get<int64_t>());
+    CHECK(ref["never_fire"].get<int64_t>() > 0);
+  }
+  at::set_num_threads(threadsBefore);
+  {
+    engine::SparseAutoencoder sae = makeSae();
+    torch::optim::SGD still(sae->parameters(), torch::optim::SGDOptions(0.0));
+    const engine::SeedStepLosses l =
+        engine::seedAutogradStep(sae, x.index_select(0, rows), l1, still, true);
+    CHECK(l.total == doctest::Approx(ref["loss"].get<double>()).epsilon(1e-6));
+    CHECK(l.l0 == doctest::Approx(ref["l0"].get<double>()));
+    checkGradients(sae, "autograd");
+  }
+
+  SUBCASE("steps overwrite the gradients and take the optimiser's step") {
+    // SGD, whose steps are linear in the gradients (Adam's would hide errors in them): three
+    // steps by hand equal three through autograd.
+    engine::SparseAutoencoder a = makeSae(), b = makeSae();
+    torch::optim::SGD optA(a->parameters(), torch::optim::SGDOptions(0.05));
+    torch::optim::SGD optB(b->parameters(), torch::optim::SGDOptions(0.05));
+    engine::SeedCpuStep hand(a, l1);
+    for (int s = 0; s < 3; ++s) {
+      const torch::Tensor r = (rows + 11 * s) % x.size(0);
+      const auto la = hand.step(x, r, optA);
+      const auto lb = engine::seedAutogradStep(b, x.index_select(0, r), l1, optB, true);
+      CHECK(la.total == doctest::Approx(lb.total).epsilon(1e-5));
+    }
+    for (const auto& [pa, pb] : {std::pair{a->weight_encoder, b->weight_encoder},
+                                 {a->weight_decoder, b->weight_decoder},
+                                 {a->bias_encoder, b->bias_encoder},
+                                 {a->bias_decoder, b->bias_decoder}})
+      CHECK((pa - pb).abs().max().item<double>() < 1e-5);
+    CHECK((a->weight_encoder - tensorOf(ref["init"]["we"])).abs().max().item<double>() > 1e-2);
+  }
+  SUBCASE("a zero residual has the norm's zero gradient, as autograd's") {
+    // Every row the same vector, b_d that vector and W_d = 0: x̂ = x exactly.
+    const torch::Tensor same = x[rows[0].item<int64_t>()].expand({8, d}).contiguous();
+    const torch::Tensor r = torch::arange(8, torch::kLong);
+    engine::SparseAutoencoder a = makeSae(), b = makeSae();
+    for (auto* s : {&a, &b}) {
+      torch::NoGradGuard g;
+      (*s)->weight_decoder.zero_();
+      (*s)->bias_decoder.copy_(same[0]);
+    }
+    engine::SeedCpuStep hand(a, l1);
+    const auto la = hand.gradients(same, r);
+    torch::optim::SGD still(b->parameters(), torch::optim::SGDOptions(0.0));
+    engine::seedAutogradStep(b, same.index_select(0, r), l1, still, true);
+    CHECK(la.reconstruction == 0.0);
+    CHECK(torch::isfinite(a->weight_encoder.grad()).all().item<bool>());
+    CHECK((a->weight_encoder.grad() - b->weight_encoder.grad()).abs().max().item<double>() < 1e-6);
+    CHECK((a->bias_decoder.grad() - b->bias_decoder.grad()).abs().max().item<double>() < 1e-6);
+  }
+  SUBCASE("rows outside the data and other inputs are errors, not crashes") {
+    engine::SparseAutoencoder sae = makeSae();
+    engine::SeedCpuStep hand(sae, l1);
+    CHECK_THROWS_AS(hand.gradients(x, torch::tensor({int64_t{0}, x.size(0)}, torch::kLong)),
+                    engine::Error);
+    CHECK_THROWS_AS(hand.gradients(x.to(torch::kFloat64), rows), engine::Error);
+    CHECK_THROWS_AS(hand.gradients(x, rows.to(torch::kInt)), engine::Error);
   }
 }
 

@@ -6,6 +6,9 @@ usage: sae_oracle.py blocks   -> JSON: TopK, BatchTopK, batch threshold, JumpReL
        sae_oracle.py train    -> JSON: a few training steps of topk, batchtopk and l1 from fixed
                                  initial weights and batches (inputs and results); topk-bf16
                                  and l1-bf16 with the products in bfloat16
+       sae_oracle.py seed     -> JSON: the reference SAE's loss and gradients (autograd, float64)
+                                 on a fixed batch of rows (with repeats) of fixed unit vectors;
+                                 some features never fire
        sae_oracle.py auroc    -> JSON: random scores/labels with ties and scipy's Mann-Whitney AUROC
 """
 import json
@@ -184,6 +187,33 @@ def train_variant(variant, bf16=False):
                       "since": since.tolist(), "threshold": theta}}
 
 
+def seed_step():
+    """The reference loss ‖x − x̂‖ + λ Σ|f| of DESIGN.md and its gradients, in float64."""
+    N, D, Fd, B, l1 = 50, 24, 40, 37, 0.1
+    x = fixed(N, D, lambda i, j: math.sin(0.37 * i * j + 0.9 * i + 1.3 * j) + 0.1 * math.cos(i))
+    x = F.normalize(x, dim=1)
+    rows = [(7 * i + 3) % N for i in range(B)]
+    rows[5] = rows[6]  # a row twice in the batch
+    we = fixed(D, Fd, lambda i, j: 0.3 * math.sin(1.7 * i + 0.4 * j + 0.2))
+    wd = fixed(Fd, D, lambda i, j: 0.2 * math.cos(0.8 * i + 1.4 * j))
+    be = torch.tensor([0.05 * math.sin(j) - (5.0 if j % 9 == 4 else 0.0) for j in range(Fd)])
+    bd = torch.tensor([0.02 * j - 0.2 for j in range(D)])
+    params = [t.double().clone().requires_grad_(True) for t in (we, wd, be, bd)]
+    W_e, W_d, b_e, b_d = params
+    xb = x.double()[rows]
+    f = F.relu((xb - b_d) @ W_e + b_e)
+    recon = (xb - (f @ W_d + b_d)).norm()
+    sparsity = f.abs().sum()
+    total = recon + l1 * sparsity
+    total.backward()
+    return {"x": T(x), "rows": rows, "l1": l1,
+            "init": {"we": T(we), "wd": T(wd), "be": T(be), "bd": T(bd)},
+            "loss": total.item(), "recon": recon.item(), "sparsity": sparsity.item(),
+            "l0": (f > 0).sum(1).double().mean().item(),
+            "never_fire": int(((f > 0).sum(0) == 0).sum()),
+            "grad": {"we": T(W_e.grad), "wd": T(W_d.grad), "be": T(b_e.grad), "bd": T(b_d.grad)}}
+
+
 def auroc():
     from scipy.stats import mannwhitneyu
     g = torch.Generator().manual_seed(5)
@@ -205,5 +235,7 @@ if __name__ == "__main__":
         runs = {v: train_variant(v) for v in ("topk", "batchtopk", "l1")}
         runs.update({v + "-bf16": train_variant(v, bf16=True) for v in ("topk", "l1")})
         print(json.dumps(runs))
+    elif what == "seed":
+        print(json.dumps(seed_step()))
     elif what == "auroc":
         auroc()

@@ -278,6 +278,27 @@ def sweep(binary, d):
     check(os.path.exists(os.path.join(ws, "saes", "topk-f64-k8-s5.pt")), "the fp32 run was replaced")
     check(ev["fp32"] > 0.3 and abs(ev["bf16"] - ev["fp32"]) < 0.05,
           f"held-out explained variance fp32 {ev['fp32']} vs bf16 {ev['bf16']}")
+    # The reference SAE trains on the CPU with its backward pass written out; through autograd
+    # (SAESCOPE_SAE_AUTOGRAD=1) the same batches give the same losses, step by step.
+    losses = {}
+    for how in ("by hand", "autograd"):
+        env = dict(os.environ)
+        env.pop("SAESCOPE_SAE_AUTOGRAD", None)
+        if how == "autograd":
+            env["SAESCOPE_SAE_AUTOGRAD"] = "1"
+        p = subprocess.run([binary, "sae", "--workspace", ws, "--variant", "seed", "--features", "96",
+                            "--epochs", "6", "--batch", "48", "--lr", "3e-4", "--l1", "0.01", "--seed", "2"],
+                           capture_output=True, text=True, timeout=600, env=env)
+        check(p.returncode == 0, f"seed SAE ({how}) failed: {p.stderr[-1500:]}")
+        log = [json.loads(l) for l in open(os.path.join(ws, "logs", "sae.jsonl"))]
+        losses[how] = [(r["loss"], r["l0"]) for r in log]
+    a, b = losses["by hand"], losses["autograd"]
+    check(len(a) == len(b) and len(a) >= 30, f"seed SAE step logs: {len(a)} vs {len(b)} lines")
+    check(a[-1][0] < 0.5 * a[0][0] and a[-1][1] > 5,  # learning, features alive
+          f"the seed SAE's loss and L0: {a[0]} -> {a[-1]}")
+    worst = max((abs(x[0] - y[0]) / abs(y[0]) for x, y in zip(a, b)), default=1)
+    check(worst < 1e-4, f"seed SAE losses by hand and through autograd differ by {worst:.2e}")
+    check(all(abs(x[1] - y[1]) < 0.5 for x, y in zip(a, b)), "seed SAE L0 by hand vs autograd")
 
 
 if __name__ == "__main__":
