@@ -1252,7 +1252,7 @@ void generateDemoData(const DemoDataConfig& cfg, JobContext& ctx) {
       throw Error("--out " + cfg.out + ": cannot rename " + tmp.string() +
                   " to it: " + ec.message());
     }
-    const double secs = ctx.snapshot().elapsed;
+    const double secs = ctx.timing().elapsed;
     ctx.log("demo-data: wrote " + std::to_string(count) + " images to " + out.string() +
             (secs > 0 ? " (" + std::to_string(static_cast<int64_t>(count / secs)) + " images/s)"
                       : std::string()));

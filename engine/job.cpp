@@ -98,6 +98,11 @@ ProgressSnapshot JobContext::snapshot() const {
   return m_snap;
 }
 
+JobContext::Timing JobContext::timing() const {
+  std::lock_guard<std::mutex> lock(m_mutex);
+  return {m_snap.elapsed, m_snap.rate};
+}
+
 std::vector<std::string> JobContext::logLines() const {
   std::lock_guard<std::mutex> lock(m_mutex);
   return m_log;

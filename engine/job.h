@@ -60,6 +60,12 @@ class JobContext {
   void requestStop() { m_stop.store(true); }
   bool stopRequested() const { return m_stop.load(); }
   ProgressSnapshot snapshot() const;
+  // The stage's elapsed seconds and rate as of the last advance(): cheap, where snapshot() copies
+  // the whole loss curve (thousands of points; a copy every step cost an SAE epoch a third).
+  struct Timing {
+    double elapsed = 0, rate = 0;
+  };
+  Timing timing() const;
   uint64_t version() const { return m_version.load(); }
   std::vector<std::string> logLines() const;
   // Sets where log lines go (in addition to being kept). Call before the job starts.

@@ -240,7 +240,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                           std::to_string(step) + "; try a smaller --lr");
             ctx.advance(done, {{"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]}},
                         step);
-            const auto snap = ctx.snapshot();
+            const JobContext::Timing snap = ctx.timing();
             log.appendLine(json{{"step", step}, {"epoch", epoch}, {"batch", batch.size},
                                 {"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]},
                                 {"images_per_s", snap.rate}, {"elapsed_s", snap.elapsed}}

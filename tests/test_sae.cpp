@@ -217,6 +217,33 @@ TEST_CASE("the reference SAE's step by hand has autograd's and Python's gradient
       CHECK((pa - pb).abs().max().item<double>() < 1e-5);
     CHECK((a->weight_encoder - tensorOf(ref["init"]["we"])).abs().max().item<double>() > 1e-2);
   }
+  SUBCASE("the fused Adam update is torch's, on torch's own state") {
+    // The same gradients into both; weight decay on. Four steps (the first is torch's own, which
+    // creates the state), then a fifth through torch's step on both: it sees the fused steps'
+    // moments and step count.
+    engine::SparseAutoencoder a = makeSae(), b = makeSae();
+    const auto options = torch::optim::AdamOptions(1e-2).weight_decay(0.05);
+    torch::optim::Adam optA(a->parameters(), options), optB(b->parameters(), options);
+    engine::SeedCpuStep handA(a, l1), handB(b, l1);
+    for (int s = 0; s < 5; ++s) {
+      const torch::Tensor r = (rows + 5 * s) % x.size(0);
+      if (s < 4) {
+        handA.step(x, r, optA);
+      } else {
+        handA.gradients(x, r);
+        optA.step();
+      }
+      handB.gradients(x, r);
+      optB.step();
+    }
+    CHECK(handA.fusedAdamSteps() == 3);
+    for (const auto& [pa, pb] : {std::pair{a->weight_encoder, b->weight_encoder},
+                                 {a->weight_decoder, b->weight_decoder},
+                                 {a->bias_encoder, b->bias_encoder},
+                                 {a->bias_decoder, b->bias_decoder}})
+      CHECK((pa - pb).abs().max().item<double>() < 1e-6);
+    CHECK((a->weight_encoder - tensorOf(ref["init"]["we"])).abs().max().item<double>() > 1e-2);
+  }
   SUBCASE("a zero residual has the norm's zero gradient, as autograd's") {
     // Every row the same vector, b_d that vector and W_d = 0: x̂ = x exactly.
     const torch::Tensor same = x[rows[0].item<int64_t>()].expand({8, d}).contiguous();
