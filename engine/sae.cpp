@@ -70,6 +70,18 @@ torch::Tensor l2normalizeRows(const torch::Tensor& x) {
   return x / x.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12);
 }
 
+torch::Tensor loadUnitEmbeddings(const Workspace& ws) {
+  if (!ws.hasEmbeddings())
+    throw Error(ws.embeddingsPath() + ": missing; run `saescope embed --workspace " + ws.dir() +
+                "` first");
+  TensorData emb = readNpy(ws.embeddingsPath());
+  if (emb.shape.size() != 2 || emb.shape[0] < 1 || emb.shape[1] < 1)
+    throw Error(ws.embeddingsPath() + ": expected a 2-D array [N, D], found " + emb.shapeString());
+  torch::Tensor x = toTorch(std::move(emb)).to(torch::kFloat32);
+  torch::NoGradGuard noGrad;
+  return x.div_(x.norm(2, 1, /*keepdim=*/true).clamp_min(1e-12));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The reference SAE's training step
 
@@ -493,6 +505,23 @@ double lrFactor(int64_t step, int64_t total, double warmup, double decay) {
   return f;
 }
 
+int64_t countDeadFeatures(torch::Tensor we, torch::Tensor be, const torch::Tensor& bd,
+                          const torch::Tensor& x) {
+  torch::NoGradGuard noGrad;
+  const torch::Tensor xc = x.to(torch::kCPU);
+  int64_t block = 1024;
+  for (int64_t s = 0; s < xc.size(0) && we.size(1) > 0;
+       s += block, block = std::min<int64_t>(block * 2, 8192)) {
+    const torch::Tensor xb = xc.slice(0, s, std::min<int64_t>(xc.size(0), s + block));
+    const torch::Tensor silent = (torch::addmm(be, xb - bd, we) > 0).any(0).logical_not();
+    if (silent.all().item<bool>()) continue;
+    const torch::Tensor keep = silent.nonzero().flatten();
+    we = we.index_select(1, keep);
+    be = be.index_select(0, keep);
+  }
+  return we.size(1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // SaeTrainer
 
@@ -846,21 +875,6 @@ StateDict trainModern(const SaeConfig& cfg, const torch::Tensor& xTrain,
   return sd;
 }
 
-// Never fired (with the saved encoding) on rows of x.
-int64_t countDead(const StateDict& sd, const torch::Tensor& x) {
-  torch::NoGradGuard noGrad;
-  const torch::Tensor we = toTorch(*findTensor(sd, "weight_encoder"));
-  const torch::Tensor be = toTorch(*findTensor(sd, "bias_encoder"));
-  const torch::Tensor bd = toTorch(*findTensor(sd, "bias_decoder"));
-  torch::Tensor fired = torch::zeros({we.size(1)}, torch::kBool);
-  const torch::Tensor xc = x.to(torch::kCPU);
-  for (int64_t s = 0; s < xc.size(0); s += 8192) {
-    const torch::Tensor xb = xc.slice(0, s, std::min<int64_t>(xc.size(0), s + 8192));
-    fired |= (torch::addmm(be, xb - bd, we) > 0).any(0);
-  }
-  return we.size(1) - fired.sum().item<int64_t>();
-}
-
 }  // namespace
 
 void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
@@ -892,12 +906,8 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
       preferBlasThreads(cfg.run, device);
     torch::manual_seed(cfg.run.seed);
 
-    const TensorData emb = readNpy(ws.embeddingsPath());
-    if (emb.shape.size() != 2 || emb.shape[0] < 1 || emb.shape[1] < 1)
-      throw Error(ws.embeddingsPath() + ": expected a 2-D array [N, D], found " +
-                  emb.shapeString());
-    const int64_t nAll = emb.shape[0], d = emb.shape[1];
-    torch::Tensor x = l2normalizeRows(toTorch(emb).to(torch::kFloat32));
+    torch::Tensor x = loadUnitEmbeddings(ws);
+    const int64_t nAll = x.size(0), d = x.size(1);
     const SaeSplit split = saeSplit(ws, nAll);
     if (cfg.holdout) {
       std::vector<int64_t> rows;
@@ -1026,7 +1036,9 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
     }
 
     // Dead features over the training vectors, for the manifest.
-    const int64_t dead = countDead(sd, x);
+    const int64_t dead = countDeadFeatures(toTorch(*findTensor(sd, "weight_encoder")),
+                                           toTorch(*findTensor(sd, "bias_encoder")),
+                                           toTorch(*findTensor(sd, "bias_decoder")), x);
 
     const std::string runFile = "saes/" + name + ".pt";
     fs::create_directories(ws.path("saes"), ec);

@@ -20,6 +20,8 @@
 
 namespace engine {
 
+class Workspace;
+
 // x̄ = x − b_d; f = ReLU(x̄ W_e + b_e); x̂ = f W_d + b_d. Parameter names are the reference's.
 struct SparseAutoencoderImpl : torch::nn::Module {
   SparseAutoencoderImpl(int64_t inputDim, int64_t features);
@@ -96,6 +98,10 @@ at::ScalarType productTypeOf(const std::string& precision);
 
 // Row-wise L2 normalisation as torch.nn.functional.normalize (eps 1e-12).
 torch::Tensor l2normalizeRows(const torch::Tensor& x);
+// The workspace's embeddings.npy as the SAEs' input: fp32 [N, D] with unit rows, normalised in
+// place over the loaded bytes (one 415 MB copy at CelebA's size, not three). Throws engine::Error
+// naming the file when it is missing or not 2-D.
+torch::Tensor loadUnitEmbeddings(const Workspace& ws);
 
 // ---- building blocks of the modern variants (each checked against tests/python/sae_oracle.py)
 
@@ -119,6 +125,12 @@ torch::Tensor auxkLoss(const torch::Tensor& pre, const torch::Tensor& residual,
 void removeParallelGradient(const torch::Tensor& weightDecoder);
 // Scales each decoder row to unit L2 norm (in place, no grad).
 void normaliseDecoderRows(const torch::Tensor& weightDecoder);
+// How many features never fire, f = ReLU((x − b_d) W_e + b_e) ≤ 0, on any row of x [N, D].
+// Each block of rows is encoded for the features that have not fired yet only: most fire in the
+// first block, and the rest of the pass costs a sliver of the full product (850 GFLOP for 4,096
+// features at CelebA's size).
+int64_t countDeadFeatures(torch::Tensor we, torch::Tensor be, const torch::Tensor& bd,
+                          const torch::Tensor& x);
 // Learning-rate factor at `step` of `total`: linear warm-up over the first `warmup` fraction,
 // linear decay to 0 over the last `decay` fraction, 1 in between.
 double lrFactor(int64_t step, int64_t total, double warmup, double decay);

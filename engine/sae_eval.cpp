@@ -90,16 +90,6 @@ torch::Tensor encodeSaved(const LoadedSae& s, const torch::Tensor& x) {
   return f;
 }
 
-torch::Tensor loadInputs(const Workspace& ws) {
-  if (!ws.hasEmbeddings())
-    throw Error(ws.embeddingsPath() + ": missing; run `saescope embed --workspace " + ws.dir() +
-                "` first");
-  const TensorData emb = readNpy(ws.embeddingsPath());
-  if (emb.shape.size() != 2 || emb.shape[0] < 1 || emb.shape[1] < 1)
-    throw Error(ws.embeddingsPath() + ": expected a 2-D array [N, D], found " + emb.shapeString());
-  return l2normalizeRows(toTorch(emb).to(torch::kFloat32));
-}
-
 torch::Tensor rowsWhere(const std::vector<uint8_t>& mask, uint8_t v) {
   std::vector<int64_t> rows;
   for (size_t i = 0; i < mask.size(); ++i)
@@ -223,7 +213,7 @@ void selectSae(const std::string& workspace, const std::string& name) {
 
 json evaluateSaeFile(const Workspace& ws, const std::string& file, JobContext& ctx) {
   torch::NoGradGuard noGrad;
-  const torch::Tensor all = loadInputs(ws);
+  const torch::Tensor all = loadUnitEmbeddings(ws);
   const int64_t n = all.size(0), d = all.size(1);
   const SaeSplit split = saeSplit(ws, n);
   const torch::Tensor x = all.index_select(0, rowsWhere(split.heldOut, 1));
@@ -433,10 +423,7 @@ json measureInterp(const std::string& workspace, const std::string& name, JobCon
                 "binary attributes, e.g. CelebA's list_attr_celeba or `saescope demo-data`");
   const Attributes attrs = loadAttributes(attrFile);
   const std::vector<std::string> paths = ws.imageList();
-  const torch::Tensor raw = [&] {
-    const TensorData emb = readNpy(ws.embeddingsPath());
-    return toTorch(emb).to(torch::kFloat32);
-  }();
+  const torch::Tensor raw = toTorch(readNpy(ws.embeddingsPath())).to(torch::kFloat32);
   const int64_t nAll = raw.size(0), d = raw.size(1);
   if (static_cast<int64_t>(paths.size()) != nAll)
     throw Error(ws.imagesPath() + ": " + std::to_string(paths.size()) + " lines but " +

@@ -60,6 +60,14 @@ torch::Tensor toTorch(const TensorData& t) {
   return out;
 }
 
+torch::Tensor toTorch(TensorData&& t) {
+  if (t.bytes.empty()) return toTorch(static_cast<const TensorData&>(t));
+  auto* owner = new std::vector<uint8_t>(std::move(t.bytes));
+  return torch::from_blob(
+      owner->data(), t.shape, [owner](void*) { delete owner; },
+      torch::TensorOptions().dtype(scalarTypeOf(t.dtype)));
+}
+
 TensorData fromTorch(const torch::Tensor& t) {
   const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
   TensorData out;

@@ -12,6 +12,9 @@ namespace engine {
 
 // A CPU tensor copying `t` (shape and dtype kept).
 torch::Tensor toTorch(const TensorData& t);
+// A CPU tensor over `t`'s own bytes, taken over without a copy (the embeddings are 415 MB at
+// CelebA's size).
+torch::Tensor toTorch(TensorData&& t);
 // A contiguous CPU copy of `t` as TensorData (float32/float16/bfloat16/float64/int64/int32/...).
 TensorData fromTorch(const torch::Tensor& t);
 

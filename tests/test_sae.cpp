@@ -273,6 +273,29 @@ TEST_CASE("the reference SAE's step by hand has autograd's and Python's gradient
   }
 }
 
+TEST_CASE("countDeadFeatures equals the full product's count, late firings included") {
+  torch::manual_seed(3);
+  const int64_t n = 6000, d = 16, nf = 40;
+  torch::Tensor x = torch::rand({n, d}) - 0.5;  // |x| < 1 everywhere
+  torch::Tensor we = torch::randn({d, nf}), be = torch::zeros({nf}), bd = torch::zeros({d});
+  be.slice(0, 0, 10).fill_(-1000);  // features 0-9 never fire
+  // Features 10-19 read one dimension each and fire only where it is 10: on one row each, far
+  // into the pass (and in its last row), after the first blocks have dropped the busy features.
+  // Feature 19's row is never set: it stays silent.
+  for (int64_t j = 10; j < 20; ++j) {
+    we.select(1, j).zero_();
+    we[j - 10][j] = 1;
+    be[j] = -5;
+    if (j < 19) x[j == 18 ? n - 1 : 1500 + 400 * (j - 10)][j - 10] = 10;
+  }
+  const int64_t brute =
+      (torch::addmm(be, x - bd, we) > 0).any(0).logical_not().sum().item<int64_t>();
+  CHECK(brute == 11);
+  CHECK(engine::countDeadFeatures(we, be, bd, x) == brute);
+  CHECK(engine::countDeadFeatures(we, be, bd, x.slice(0, 0, 1000)) == 20);  // one block
+  CHECK(engine::countDeadFeatures(we, be.fill_(-1000), bd, x) == nf);
+}
+
 TEST_CASE("AUROC handles ties like scipy's Mann-Whitney U") {
   const json ref = oracle("auroc");
   const auto scores = ref["scores"].get<std::vector<float>>();
