@@ -61,7 +61,7 @@ class JobContext {
   bool stopRequested() const { return m_stop.load(); }
   ProgressSnapshot snapshot() const;
   // The stage's elapsed seconds and rate as of the last advance(): cheap, where snapshot() copies
-  // the whole loss curve (thousands of points; a copy every step cost an SAE epoch a third).
+  // the whole loss curve (up to 4,000 points of named values), which a step loop need not do.
   struct Timing {
     double elapsed = 0, rate = 0;
   };

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -62,10 +63,13 @@ torch::Tensor toTorch(const TensorData& t) {
 
 torch::Tensor toTorch(TensorData&& t) {
   if (t.bytes.empty()) return toTorch(static_cast<const TensorData&>(t));
-  auto* owner = new std::vector<uint8_t>(std::move(t.bytes));
-  return torch::from_blob(
-      owner->data(), t.shape, [owner](void*) { delete owner; },
+  auto owner = std::make_unique<std::vector<uint8_t>>(std::move(t.bytes));
+  std::vector<uint8_t>* bytes = owner.get();
+  torch::Tensor out = torch::from_blob(
+      bytes->data(), t.shape, [bytes](void*) { delete bytes; },
       torch::TensorOptions().dtype(scalarTypeOf(t.dtype)));
+  owner.release();  // the tensor's deleter owns the bytes now
+  return out;
 }
 
 TensorData fromTorch(const torch::Tensor& t) {
