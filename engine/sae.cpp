@@ -6,9 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <optional>
-#include <sstream>
 #include <tuple>
-#include <type_traits>
 
 #include "checkpoint.h"
 #include "error.h"
@@ -214,50 +212,6 @@ SAESCOPE_CLONES void reluBackwardRows(float* __restrict__ g, const float* __rest
   }
 }
 
-// Adam's update of n elements, the formulas and float rounding of torch::optim::Adam::step
-// (LibTorch 1.13 and 2.x): g ← g + wd·p; m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; p ← p −
-// (lr/bc₁)·m / (√v/√bc₂ + ε). One pass instead of torch's nine.
-struct AdamScalars {
-  float beta1, oneMinusBeta1, beta2, oneMinusBeta2, weightDecay, sqrtBc2, eps, minusStepSize;
-};
-SAESCOPE_CLONES void adamUpdate(float* __restrict__ p, const float* __restrict__ g,
-                                float* __restrict__ m, float* __restrict__ v, int64_t n,
-                                const AdamScalars& a) {
-  float gd[kLanes];
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {  // one loop per quantity: -O2 vectorises each
-    for (int l = 0; l < kLanes; ++l) gd[l] = g[i + l] + a.weightDecay * p[i + l];
-    for (int l = 0; l < kLanes; ++l) m[i + l] = m[i + l] * a.beta1 + a.oneMinusBeta1 * gd[l];
-    for (int l = 0; l < kLanes; ++l)
-      v[i + l] = v[i + l] * a.beta2 + a.oneMinusBeta2 * gd[l] * gd[l];
-    for (int l = 0; l < kLanes; ++l)
-      p[i + l] += a.minusStepSize * m[i + l] / (std::sqrt(v[i + l]) / a.sqrtBc2 + a.eps);
-  }
-  for (; i < n; ++i) {
-    const float gi = g[i] + a.weightDecay * p[i];
-    m[i] = m[i] * a.beta1 + a.oneMinusBeta1 * gi;
-    v[i] = v[i] * a.beta2 + a.oneMinusBeta2 * gi * gi;
-    p[i] += a.minusStepSize * m[i] / (std::sqrt(v[i]) / a.sqrtBc2 + a.eps);
-  }
-}
-
-// The optimiser's state of parameter `impl`: its state map is keyed by the TensorImpl's address
-// as text in LibTorch 1.13 and by the address itself in 2.x.
-template <typename Map>
-typename Map::mapped_type* findState(Map& state, c10::TensorImpl* impl) {
-  using Key = typename Map::key_type;
-  typename Map::iterator it;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream key;
-    key << impl;
-    it = state.find(key.str());
-  } else if constexpr (std::is_convertible_v<c10::TensorImpl*, Key>) {
-    it = state.find(impl);
-  } else {
-    return nullptr;
-  }
-  return it == state.end() ? nullptr : &it->second;
-}
 }  // namespace
 
 SeedStepLosses SeedCpuStep::gradients(const torch::Tensor& x, const torch::Tensor& rows) {
@@ -387,51 +341,11 @@ SeedStepLosses SeedCpuStep::gradients(const torch::Tensor& x, const torch::Tenso
 SeedStepLosses SeedCpuStep::step(const torch::Tensor& x, const torch::Tensor& rows,
                                  torch::optim::Optimizer& opt) {
   const SeedStepLosses out = gradients(x, rows);
-  if (!adamStep(opt)) opt.step();
+  if (fusedAdamStep(opt))
+    ++m_fusedAdamSteps;
+  else
+    opt.step();
   return out;
-}
-
-bool SeedCpuStep::adamStep(torch::optim::Optimizer& opt) {
-  auto* adam = dynamic_cast<torch::optim::Adam*>(&opt);
-  if (adam == nullptr || adam->param_groups().size() != 1) return false;
-  const auto& o = static_cast<const torch::optim::AdamOptions&>(adam->param_groups()[0].options());
-  if (o.amsgrad()) return false;
-  std::vector<std::pair<torch::Tensor, torch::optim::AdamParamState*>> todo;
-  for (const torch::Tensor& p : adam->param_groups()[0].params()) {
-    const torch::Tensor& g = p.grad();
-    if (!g.defined()) continue;
-    auto* st = findState(adam->state(), p.unsafeGetTensorImpl());
-    if (st == nullptr) return false;  // the first step: torch's Adam creates its state
-    auto* s = dynamic_cast<torch::optim::AdamParamState*>(st->get());
-    if (s == nullptr || !p.is_contiguous() || !g.is_contiguous() || !s->exp_avg().is_contiguous() ||
-        !s->exp_avg_sq().is_contiguous() || p.scalar_type() != torch::kFloat32 ||
-        g.scalar_type() != torch::kFloat32)
-      return false;
-    todo.emplace_back(p, s);
-  }
-  torch::NoGradGuard noGrad;
-  const double beta1 = std::get<0>(o.betas()), beta2 = std::get<1>(o.betas());
-  for (auto& [p, s] : todo) {
-    s->step(s->step() + 1);
-    const double bc1 = 1 - std::pow(beta1, s->step()), bc2 = 1 - std::pow(beta2, s->step());
-    const AdamScalars a{static_cast<float>(beta1),
-                        static_cast<float>(1 - beta1),
-                        static_cast<float>(beta2),
-                        static_cast<float>(1 - beta2),
-                        static_cast<float>(o.weight_decay()),
-                        static_cast<float>(std::sqrt(bc2)),
-                        static_cast<float>(o.eps()),
-                        static_cast<float>(-(o.lr() / bc1))};
-    float* pp = p.data_ptr<float>();
-    const float* gp = p.grad().data_ptr<float>();
-    float* mp = s->exp_avg().data_ptr<float>();
-    float* vp = s->exp_avg_sq().data_ptr<float>();
-    at::parallel_for(0, p.numel(), 1 << 15, [&](int64_t lo, int64_t hi) {
-      adamUpdate(pp + lo, gp + lo, mp + lo, vp + lo, hi - lo, a);
-    });
-  }
-  ++m_fusedAdamSteps;
-  return true;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -72,16 +72,13 @@ class SeedCpuStep {
   // The losses of the rows `rows` [B] (int64) of x [N, D] (contiguous fp32), and the parameters'
   // gradients in their .grad().
   SeedStepLosses gradients(const torch::Tensor& x, const torch::Tensor& rows);
-  // gradients(), then the optimiser's step: for a torch::optim::Adam (without amsgrad) after its
-  // first step, the same update in one fused pass per parameter on the optimiser's own state
-  // (so checkpoints stay torch's); else opt.step().
+  // gradients(), then the optimiser's step (fusedAdamStep when it can, else opt.step()).
   SeedStepLosses step(const torch::Tensor& x, const torch::Tensor& rows,
                       torch::optim::Optimizer& opt);
-  // How many of the steps took the fused Adam update.
+  // How many of the steps took fusedAdamStep.
   int64_t fusedAdamSteps() const { return m_fusedAdamSteps; }
 
  private:
-  bool adamStep(torch::optim::Optimizer& opt);
   int64_t m_fusedAdamSteps = 0;
 
   SparseAutoencoder m_sae;

@@ -228,7 +228,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
           const FineTuneLoss loss = fineTuneLoss(e.to(torch::kFloat32), eRot.to(torch::kFloat32));
           opt.zero_grad();
           loss.total.backward();
-          opt.step();
+          if (!fusedAdamStep(opt)) opt.step();
           const int64_t done = batch.size + static_cast<int64_t>(batch.failures.size());
           // Reading a loss synchronises with the GPU: on CUDA only every few steps.
           if (!device.is_cuda() || step % 10 == 0 || loader.numBatches() * cfg.epochs <= step + 1) {

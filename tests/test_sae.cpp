@@ -274,6 +274,56 @@ TEST_CASE("the reference SAE's step by hand has autograd's and Python's gradient
   }
 }
 
+TEST_CASE("fusedAdamStep is torch's Adam step: groups, weight decay, parameters without gradient") {
+  auto params = [] {
+    torch::manual_seed(9);
+    std::vector<torch::Tensor> p;
+    for (int64_t n : {1000, 37, 5, 4096}) p.push_back(torch::randn({n}).requires_grad_(true));
+    return p;
+  };
+  auto optimiser = [](const std::vector<torch::Tensor>& p, bool amsgrad) {
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(std::vector<torch::Tensor>{p[0], p[1]},
+                        std::make_unique<torch::optim::AdamOptions>(
+                            torch::optim::AdamOptions(1e-2).weight_decay(0.1).amsgrad(amsgrad)));
+    groups.emplace_back(std::vector<torch::Tensor>{p[2], p[3]},
+                        std::make_unique<torch::optim::AdamOptions>(
+                            torch::optim::AdamOptions(3e-3).betas({0.8, 0.95}).eps(1e-6)));
+    return torch::optim::Adam(std::move(groups));
+  };
+  std::vector<torch::Tensor> a = params(), b = params();
+  torch::optim::Adam optA = optimiser(a, false), optB = optimiser(b, false);
+  int fused = 0;
+  for (int s = 0; s < 5; ++s) {
+    for (auto* ps : {&a, &b})
+      for (size_t i = 0; i < ps->size(); ++i) {
+        if (i == 2 && s >= 2) {  // p[2] has no gradient from step 2 on: not updated
+          (*ps)[i].mutable_grad() = torch::Tensor();
+          continue;
+        }
+        (*ps)[i].mutable_grad() = torch::sin((*ps)[i].detach() * (s + 1)) + 0.01 * s;
+      }
+    if (engine::fusedAdamStep(optA))
+      ++fused;
+    else
+      optA.step();
+    optB.step();
+  }
+  CHECK(fused == 4);  // all but the first step, which creates torch's state
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(i);
+    CHECK((a[i] - b[i]).abs().max().item<double>() < 1e-6);
+    CHECK((a[i] - params()[i]).abs().max().item<double>() > 1e-3);  // they moved
+  }
+  // amsgrad, and the first step, are left to torch's step.
+  std::vector<torch::Tensor> c = params();
+  torch::optim::Adam optC = optimiser(c, true);
+  for (auto& p : c) p.mutable_grad() = torch::ones_like(p);
+  CHECK_FALSE(engine::fusedAdamStep(optC));
+  optC.step();
+  CHECK_FALSE(engine::fusedAdamStep(optC));
+}
+
 TEST_CASE("countDeadFeatures equals the full product's count, late firings included") {
   torch::manual_seed(3);
   const int64_t n = 6000, d = 16, nf = 40;
