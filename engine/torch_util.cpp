@@ -144,9 +144,10 @@ namespace {
 
 constexpr int kAdamLanes = 16;
 
-// Adam's update of n elements, the formulas and float rounding of torch::optim::Adam::step
-// (LibTorch 1.13 and 2.x): g ← g + wd·p; m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; p ← p −
-// (lr/bc₁)·m / (√v/√bc₂ + ε). One pass instead of torch's nine.
+// Adam's update of n elements, torch::optim::Adam::step's formulas in the same order of float
+// operations (a fused multiply-add may round the last bit differently): g ← g + wd·p;
+// m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; p ← p − (lr/bc₁)·m / (√v/√bc₂ + ε). One pass
+// instead of torch's eight or nine.
 struct AdamScalars {
   float beta1, oneMinusBeta1, beta2, oneMinusBeta2, weightDecay, sqrtBc2, eps, minusStepSize;
 };

@@ -43,10 +43,10 @@ bool singleThreadedBlas();
 // OpenMP threading is not nested).
 void useSingleThreadedBlas();
 
-// torch::optim::Adam's step (LibTorch 1.13 and 2.x formulas and float rounding, weight decay
-// included) in one fused pass per parameter, on the optimiser's own state (so its checkpoints and
-// a later opt.step() carry on from it): about 3x faster than torch's nine passes over every
-// parameter. Returns false, changing nothing, where it does not apply (another optimiser, the
+// torch::optim::Adam's step (its C++ formulas, weight decay included; equal to LibTorch 1.13's to
+// the last bit or so, tests/test_sae.cpp) in one fused pass per parameter, on the optimiser's own
+// state (so its checkpoints and a later opt.step() carry on from it): about 3x faster than
+// torch's eight or nine passes over every parameter. Returns false, changing nothing, where it does not apply (another optimiser, the
 // first step, which creates the state, amsgrad, CUDA, non-fp32 or non-contiguous tensors): call
 // opt.step() then.
 bool fusedAdamStep(torch::optim::Optimizer& opt);
