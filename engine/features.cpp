@@ -599,8 +599,7 @@ struct Sources {
 };
 
 Sources readSources(const Workspace& ws, const std::string& saeFile = "") {
-  if (!ws.hasEmbeddings())
-    throw Error(ws.embeddingsPath() + ": missing; run `saescope embed --workspace " + ws.dir() + "` first");
+  ws.requireEmbeddings();
   Sources s;
   s.emb = readNpy(ws.embeddingsPath());
   if (s.emb.shape.size() != 2 || s.emb.shape[0] < 1)

@@ -69,9 +69,7 @@ torch::Tensor l2normalizeRows(const torch::Tensor& x) {
 }
 
 torch::Tensor loadUnitEmbeddings(const Workspace& ws) {
-  if (!ws.hasEmbeddings())
-    throw Error(ws.embeddingsPath() + ": missing; run `saescope embed --workspace " + ws.dir() +
-                "` first");
+  ws.requireEmbeddings();
   TensorData emb = readNpy(ws.embeddingsPath());
   if (emb.shape.size() != 2 || emb.shape[0] < 1 || emb.shape[1] < 1)
     throw Error(ws.embeddingsPath() + ": expected a 2-D array [N, D], found " + emb.shapeString());
@@ -805,9 +803,7 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
   runStage(ws, "sae", [&] {
     const auto start = std::chrono::steady_clock::now();
     const std::string started = isoNow();
-    if (!ws.hasEmbeddings())
-      throw Error(ws.embeddingsPath() + ": missing; run `saescope embed --workspace " + ws.dir() +
-                  "` first");
+    ws.requireEmbeddings();  // before the device is set up
     const torch::Device device = setupDevice(cfg.run, &ctx);
     const ThreadsRestorer restoreThreads{cfg.run.threads};
     // The reference SAE on the CPU in fp32 splits its products over LibTorch's threads itself

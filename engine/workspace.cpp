@@ -188,6 +188,12 @@ std::vector<std::string> Workspace::imageList() const {
 
 bool Workspace::hasBackbone() const { return fileExists(backbonePath()); }
 bool Workspace::hasEmbeddings() const { return fileExists(embeddingsPath()); }
+
+void Workspace::requireEmbeddings() const {
+  if (!hasEmbeddings())
+    throw Error(embeddingsPath() + ": missing; run `saescope embed --workspace " + dir() +
+                "` first");
+}
 bool Workspace::hasSae() const { return fileExists(saePath()); }
 
 std::vector<StageStatus> Workspace::stages() const {

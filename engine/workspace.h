@@ -44,6 +44,8 @@ class Workspace {
   std::vector<std::string> imageList() const;  // images.txt lines; empty when absent
   bool hasBackbone() const;
   bool hasEmbeddings() const;
+  // Throws engine::Error naming embeddings.npy and the command that writes it, when it is missing.
+  void requireEmbeddings() const;
   bool hasSae() const;
   // Train, embed and sae stage states, for the pipeline view and `saescope` status lines.
   std::vector<StageStatus> stages() const;
