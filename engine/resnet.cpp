@@ -1,10 +1,81 @@
 #include "resnet.h"
 
+#include <cstdlib>
+#include <limits>
+#include <vector>
+
+#include "cpu_kernels.h"
+
 namespace nn = torch::nn;
 
 namespace engine {
 
 namespace {
+// ---- The stem's max pooling (3x3, stride 2, padding 1) on the CPU in fp32
+// ------------------------- LibTorch 1.13's NCHW max pooling takes 10-19 ms a call on a [32, 64,
+// 32, 32] batch and 160-250 ms on [32, 64, 112, 112] here (5-6 % of a fine-tuning step, about 10 %
+// of embedding at 64 px). kernels::maxPool3x3s2Plane gives the same values and indices, plane by
+// plane, in vector lanes.
+
+int64_t pooledSize(int64_t n) {
+  return (n - 1) / 2 + 1;
+}  // (n + 2*1 - 3) / 2 + 1
+
+// x: contiguous [N, C, H, W] float on the CPU, W even. idx (optional): the argmax of each output
+// within its plane, h*W + w, as torch's max_pool2d_with_indices gives it (in int32).
+torch::Tensor stemMaxPoolForward(const torch::Tensor& x, torch::Tensor* idx) {
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const int64_t oh = pooledSize(h), ow = w / 2;
+  torch::Tensor y = torch::empty({n, c, oh, ow}, x.options());
+  torch::Tensor ind;
+  if (idx) ind = torch::empty({n, c, oh, ow}, x.options().dtype(torch::kInt32));
+  const float* in = x.data_ptr<float>();
+  float* out = y.data_ptr<float>();
+  int32_t* outIdx = idx ? ind.data_ptr<int32_t>() : nullptr;
+  at::parallel_for(0, n * c, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<float> v(h * ow);
+    std::vector<int32_t> pos(h * ow);
+    for (int64_t p = p0; p < p1; ++p)
+      kernels::maxPool3x3s2Plane(in + p * h * w, h, w, out + p * oh * ow,
+                                 outIdx ? outIdx + p * oh * ow : nullptr, v.data(), pos.data());
+  });
+  if (idx) *idx = ind;
+  return y;
+}
+
+torch::Tensor stemMaxPoolBackward(const torch::Tensor& gradOut, const torch::Tensor& idx, int64_t h,
+                                  int64_t w) {
+  const torch::Tensor g = gradOut.contiguous();
+  const int64_t n = g.size(0), c = g.size(1), outPlane = g.size(2) * g.size(3);
+  torch::Tensor gin = torch::empty({n, c, h, w}, g.options());
+  const float* gp = g.data_ptr<float>();
+  const int32_t* ip = idx.data_ptr<int32_t>();
+  float* dst = gin.data_ptr<float>();
+  at::parallel_for(0, n * c, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      kernels::maxPoolBackwardPlane(gp + p * outPlane, ip + p * outPlane, outPlane, dst + p * h * w,
+                                    h * w);
+  });
+  return gin;
+}
+
+struct StemMaxPool : torch::autograd::Function<StemMaxPool> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x) {
+    torch::Tensor idx;
+    torch::Tensor y = stemMaxPoolForward(x, &idx);
+    ctx->save_for_backward({idx});
+    ctx->saved_data["h"] = x.size(2);
+    ctx->saved_data["w"] = x.size(3);
+    return y;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const torch::Tensor idx = ctx->get_saved_variables()[0];
+    return {stemMaxPoolBackward(grads[0], idx, ctx->saved_data["h"].toInt(),
+                                ctx->saved_data["w"].toInt())};
+  }
+};
+
 nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
 }
@@ -55,10 +126,25 @@ ResNet18Impl::ResNet18Impl() {
 
 torch::Tensor ResNet18Impl::forward(const torch::Tensor& x) {
   torch::Tensor y = torch::relu(bn1(conv1(x)));
-  y = torch::max_pool2d(y, 3, 2, 1);
+  y = stemMaxPool(y);
   y = layer4->forward(layer3->forward(layer2->forward(layer1->forward(y))));
   y = torch::adaptive_avg_pool2d(y, {1, 1});
   return torch::flatten(y, 1);
+}
+
+bool ownCpuKernels() {
+  static const bool own = std::getenv("SAESCOPE_TORCH_KERNELS") == nullptr;
+  return own;
+}
+
+torch::Tensor stemMaxPool(const torch::Tensor& x) {
+  const bool ours = ownCpuKernels() && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
+                    x.dim() == 4 && x.is_contiguous() && x.size(2) > 0 && x.size(3) > 0 &&
+                    x.size(3) % 2 == 0 &&
+                    x.size(2) * x.size(3) <= std::numeric_limits<int32_t>::max() && x.numel() > 0;
+  if (!ours) return torch::max_pool2d(x, 3, 2, 1);
+  if (torch::GradMode::is_enabled() && x.requires_grad()) return StemMaxPool::apply(x);
+  return stemMaxPoolForward(x, nullptr);
 }
 
 FineTuneLoss fineTuneLoss(const torch::Tensor& e, const torch::Tensor& eRot) {

@@ -25,6 +25,12 @@ struct ResNet18Impl : torch::nn::Module {
 };
 TORCH_MODULE(ResNet18);
 
+// max_pool2d(x, 3, 2, 1), as ResNet's stem pools: on the CPU in fp32 (contiguous NCHW) by the
+// engine's own loops (the same values, indices and gradients as torch's, bit for bit, several
+// times faster), elsewhere torch's. SAESCOPE_TORCH_KERNELS=1 uses torch's everywhere.
+torch::Tensor stemMaxPool(const torch::Tensor& x);
+bool ownCpuKernels();  // false when SAESCOPE_TORCH_KERNELS is set
+
 // The reference fine-tuning losses on a batch of embeddings (DESIGN.md):
 // contrastive = cross_entropy(E Eᵀ, arange(B)); orientation = mse(E, −E_rot).
 // e, eRot: [B, D] float, same device.

@@ -1,5 +1,7 @@
 // Engine tests that need LibTorch: losses, ResNet18, SAE, feature index and top-k.
+#include <array>
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -115,6 +117,106 @@ TEST_CASE("ResNet18 has torchvision's names and shapes and reproduces its eval f
       CHECK(std::string(e.what()).find("x.pth: tensor 'conv1.weight' has shape [32, 3, 7, 7]") == 0);
     }
   }
+}
+
+TEST_CASE("a fine-tuning step in train mode has torchvision's losses, gradients and statistics") {
+  // 64 px: the last stage's maps are 2x2 and the stem pools a 32x32 map (the engine's own loops);
+  // 32 px: 1x1 maps. The image sizes of --image-size's range that the CPU kernels treat apart.
+  for (int size : {64, 32}) {
+    INFO("image size ", size);
+    testutil::TempDir dir("resnet-train");
+    const json want = oracle("resnet-train " + dir.str() + " " + std::to_string(size));
+    engine::ResNet18 model;
+    engine::loadStateDict(*model, engine::readTensorFile(dir.str("start.pt")), "start.pt");
+    model->train();
+    const auto x = engine::toTorch(engine::readNpy(dir.str("input.npy")));
+    const auto e = model->forward(x);  // in this order: each forward moves the running statistics
+    const auto eRot = model->forward(x.flip({2, 3}));
+    const engine::FineTuneLoss loss = engine::fineTuneLoss(e, eRot);
+    CHECK(want["contrastive"].get<double>() > 0.3);  // both losses give gradients
+    CHECK(loss.contrastive.item<double>() ==
+          doctest::Approx(want["contrastive"].get<double>()).epsilon(1e-5));
+    CHECK(loss.orientation.item<double>() ==
+          doctest::Approx(want["orientation"].get<double>()).epsilon(1e-5));
+    loss.total.backward();
+
+    // Each gradient to 1e-4 of its largest element (fp32 sums in other orders), the running
+    // statistics likewise; the step count exactly.
+    auto near = [](const torch::Tensor& got, const torch::Tensor& ref, const std::string& name) {
+      INFO(name);
+      REQUIRE(got.sizes() == ref.sizes());
+      const double scale = ref.abs().max().item<double>();
+      CHECK(scale > 0);
+      CHECK((got.to(torch::kDouble) - ref.to(torch::kDouble)).abs().max().item<double>() <=
+            1e-4 * scale);
+    };
+    std::map<std::string, torch::Tensor> grads;
+    for (const auto& [name, t] : engine::readTensorFile(dir.str("grads.pt")))
+      grads[name] = engine::toTorch(t);
+    int checked = 0;
+    for (const auto& p : model->named_parameters()) {
+      REQUIRE(grads.count(p.key()) == 1);
+      REQUIRE(p.value().grad().defined());
+      near(p.value().grad(), grads[p.key()], p.key());
+      ++checked;
+    }
+    CHECK(checked == 60);  // ResNet18 without fc: 20 convolutions, 20 batch norms (weight and bias)
+    std::map<std::string, torch::Tensor> after;
+    for (const auto& [name, t] : engine::readTensorFile(dir.str("after.pt")))
+      after[name] = engine::toTorch(t);
+    for (const auto& b : model->named_buffers()) {
+      REQUIRE(after.count(b.key()) == 1);
+      if (b.key().find("num_batches_tracked") != std::string::npos)
+        CHECK(b.value().item<int64_t>() == after[b.key()].item<int64_t>());
+      else
+        near(b.value(), after[b.key()], b.key());
+    }
+  }
+}
+
+TEST_CASE("the stem's max pooling is torch's, bit for bit: values, gradients, ties, NaN, -inf") {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> small(-2, 2);  // many exact ties inside each window
+  const std::vector<std::array<int64_t, 4>> shapes = {{2, 3, 8, 8}, {1, 2, 7, 9}, {3, 1, 1, 1},
+                                                      {1, 1, 2, 2}, {1, 2, 3, 5}, {2, 4, 32, 31},
+                                                      {1, 1, 1, 6}};
+  for (const auto& sh : shapes) {
+    INFO("shape ", sh[0], "x", sh[1], "x", sh[2], "x", sh[3]);
+    for (bool specials : {false, true}) {
+      auto x0 = torch::empty({sh[0], sh[1], sh[2], sh[3]});
+      float* p = x0.data_ptr<float>();
+      for (int64_t i = 0; i < x0.numel(); ++i) p[i] = 0.25f * static_cast<float>(small(rng));
+      if (specials)  // NaN (the last one in a window wins) and -inf (never replaces the first)
+        for (int64_t i = 0; i < x0.numel(); ++i)
+          if (i % 7 == 3)
+            p[i] = NAN;
+          else if (i % 5 == 1 || i % 11 == 0)
+            p[i] = -INFINITY;
+      const auto g = torch::randn({sh[0], sh[1], (sh[2] - 1) / 2 + 1, (sh[3] - 1) / 2 + 1});
+
+      auto xa = x0.clone().requires_grad_();
+      auto xb = x0.clone().requires_grad_();
+      const auto ours = engine::stemMaxPool(xa);
+      const auto theirs = torch::max_pool2d(xb, 3, 2, 1);
+      REQUIRE(ours.sizes() == theirs.sizes());
+      // The same values, NaN where torch has NaN.
+      CHECK(torch::equal(torch::isnan(ours), torch::isnan(theirs)));
+      CHECK(torch::equal(torch::nan_to_num(ours, 7.f), torch::nan_to_num(theirs, 7.f)));
+      (ours * g).sum().backward();
+      (theirs * g).sum().backward();
+      // The gradient lands where torch's does: the same argmax, ties and NaN included.
+      CHECK(torch::equal(xa.grad(), xb.grad()));
+      {
+        torch::NoGradGuard ng;  // the forward-only path (embedding) gives the same values
+        CHECK(torch::equal(torch::nan_to_num(engine::stemMaxPool(x0), 7.f),
+                           torch::nan_to_num(theirs, 7.f)));
+      }
+    }
+  }
+  // Where the engine's loops do not apply, torch's runs: a channels-last batch gets the same.
+  const auto x = torch::randn({2, 3, 9, 10});
+  CHECK(torch::equal(engine::stemMaxPool(x.contiguous(torch::MemoryFormat::ChannelsLast)),
+                     torch::max_pool2d(x, 3, 2, 1)));
 }
 
 TEST_CASE("feature index and computeTopK equal a brute-force stable ranking") {

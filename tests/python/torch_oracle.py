@@ -4,6 +4,11 @@ usage: torch_oracle.py losses            -> JSON of the fine-tuning and SAE loss
        torch_oracle.py resnet OUTDIR     -> OUTDIR/resnet18.pt (torchvision state_dict without fc),
                                             OUTDIR/input.npy, OUTDIR/output.npy (eval forward),
                                             and prints the state_dict names and shapes as JSON
+       torch_oracle.py resnet-train OUTDIR SIZE -> one fine-tuning step's numbers in train mode:
+                                            OUTDIR/start.pt (weights), OUTDIR/input.npy [6,3,SIZE,SIZE],
+                                            OUTDIR/grads.pt (each parameter's gradient of the loss),
+                                            OUTDIR/after.pt (the state_dict after the two forwards:
+                                            batch-norm running statistics); prints the losses
        torch_oracle.py resize IN.npy H W OUT.npy -> antialiased bilinear resize of [C,H,W] float
        torch_oracle.py imagefolder ROOT  -> torchvision ImageFolder's order of ROOT, one path a line
        torch_oracle.py torchvision-checkpoint FILE -> a full resnet18 state_dict (with fc)
@@ -70,6 +75,35 @@ def resnet(outdir):
     print(json.dumps([[k, list(v.shape), str(v.dtype)] for k, v in m.state_dict().items()]))
 
 
+def resnet_train(outdir, size):
+    """The reference fine-tuning step (DESIGN.md): both forwards in train mode, loss, backward."""
+    import torchvision
+    torch.manual_seed(4)
+    m = torchvision.models.resnet18()
+    m.fc = torch.nn.Identity()
+    with torch.no_grad():
+        for name, mod in m.named_modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.1)
+                if name.startswith("layer4"):  # small embeddings: the contrastive loss stays > 0
+                    mod.weight.uniform_(0.03, 0.08)
+                    mod.bias.uniform_(-0.02, 0.02)
+    torch.save(m.state_dict(), f"{outdir}/start.pt")
+    m.train()
+    x = torch.rand(6, 3, int(size), int(size), generator=torch.Generator().manual_seed(6))
+    e, e_rot = m(x), m(x.flip([2, 3]))
+    contrastive = F.cross_entropy(e @ e.T, torch.arange(6))
+    orientation = F.mse_loss(e, -e_rot)
+    (contrastive + orientation).backward()
+    np.save(f"{outdir}/input.npy", x.numpy())
+    torch.save({k: p.grad for k, p in m.named_parameters()}, f"{outdir}/grads.pt")
+    torch.save(m.state_dict(), f"{outdir}/after.pt")
+    print(json.dumps({"contrastive": contrastive.item(), "orientation": orientation.item()}))
+
+
 def resize(src, h, w, dst):
     x = torch.from_numpy(np.load(src))[None]
     y = F.interpolate(x, size=(int(h), int(w)), mode="bilinear", align_corners=False, antialias=True)
@@ -106,7 +140,7 @@ def compare_backbone(full, backbone):
     print("OK")
 
 
-COMMANDS = {"losses": losses, "resnet": resnet, "resize": resize, "imagefolder": imagefolder,
+COMMANDS = {"losses": losses, "resnet": resnet, "resnet-train": resnet_train, "resize": resize, "imagefolder": imagefolder,
             "torchvision-checkpoint": torchvision_checkpoint, "compare-backbone": compare_backbone}
 
 if __name__ == "__main__":

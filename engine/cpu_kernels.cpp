@@ -1,0 +1,78 @@
+#include "cpu_kernels.h"
+
+#include <algorithm>
+
+#include "simd.h"
+
+// The loops below need GCC's dynamic vectorisation cost model (-fvect-cost-model=dynamic, set for
+// this file in engine/CMakeLists.txt): -O2's "very cheap" model refuses strided loads.
+
+namespace engine::kernels {
+
+namespace {
+// The 3-wide maxima of every row of a plane of even width w = 2*ow: v[t] and its position in the
+// plane pos[t], t = r*ow + j. Output column j of row r reads the plane's elements 2t-1, 2t, 2t+1:
+// one strided pass over the whole plane, then each row's first window (no left column) again.
+SAESCOPE_CLONES void rowMaxima(const float* __restrict in, int64_t h, int64_t ow,
+                               float* __restrict v, int32_t* __restrict pos) {
+  const int64_t n = h * ow;
+  for (int64_t t = 1; t < n; ++t) {
+    const float a = in[2 * t - 1], b = in[2 * t], c = in[2 * t + 1];
+    const bool tb = (b > a) | (b != b);
+    const float m = tb ? b : a;
+    const bool tc = (c > m) | (c != c);
+    v[t] = tc ? c : m;
+    pos[t] = static_cast<int32_t>(2 * t - 1) + (tc ? 2 : tb ? 1 : 0);
+  }
+  for (int64_t r = 0; r < h; ++r) {
+    const int64_t i = r * 2 * ow;
+    const bool tb = (in[i + 1] > in[i]) | (in[i + 1] != in[i + 1]);
+    v[r * ow] = tb ? in[i + 1] : in[i];
+    pos[r * ow] = static_cast<int32_t>(i + (tb ? 1 : 0));
+  }
+}
+
+// One output row from its rows' maxima, in order. A window with fewer than 3 rows passes its last
+// row again: taking the same value twice changes nothing.
+template <bool WithIndex>
+SAESCOPE_CLONES void combineRows(const float* __restrict v0, const float* __restrict v1,
+                                 const float* __restrict v2, const int32_t* __restrict p0,
+                                 const int32_t* __restrict p1, const int32_t* __restrict p2,
+                                 int64_t ow, float* __restrict out, int32_t* __restrict idx) {
+  for (int64_t j = 0; j < ow; ++j) {
+    float m = v0[j];
+    int32_t k = p0[j];
+    bool t = (v1[j] > m) | (v1[j] != v1[j]);
+    m = t ? v1[j] : m;
+    k = t ? p1[j] : k;
+    t = (v2[j] > m) | (v2[j] != v2[j]);
+    m = t ? v2[j] : m;
+    k = t ? p2[j] : k;
+    out[j] = m;
+    if (WithIndex) idx[j] = k;
+  }
+}
+}  // namespace
+
+void maxPool3x3s2Plane(const float* in, int64_t h, int64_t w, float* out, int32_t* idx, float* v,
+                       int32_t* pos) {
+  const int64_t ow = w / 2, oh = (h - 1) / 2 + 1;
+  rowMaxima(in, h, ow, v, pos);
+  for (int64_t i = 0; i < oh; ++i) {
+    const int64_t r0 = std::max<int64_t>(2 * i - 1, 0), r1 = 2 * i, r2 = std::min(2 * i + 1, h - 1);
+    const float *v0 = v + r0 * ow, *v1 = v + r1 * ow, *v2 = v + r2 * ow;
+    const int32_t *p0 = pos + r0 * ow, *p1 = pos + r1 * ow, *p2 = pos + r2 * ow;
+    if (idx)
+      combineRows<true>(v0, v1, v2, p0, p1, p2, ow, out + i * ow, idx + i * ow);
+    else
+      combineRows<false>(v0, v1, v2, p0, p1, p2, ow, out + i * ow, nullptr);
+  }
+}
+
+void maxPoolBackwardPlane(const float* gradOut, const int32_t* idx, int64_t outPlane, float* gradIn,
+                          int64_t inPlane) {
+  std::fill(gradIn, gradIn + inPlane, 0.f);
+  for (int64_t i = 0; i < outPlane; ++i) gradIn[idx[i]] += gradOut[i];
+}
+
+}  // namespace engine::kernels
