@@ -75,4 +75,54 @@ void maxPoolBackwardPlane(const float* gradOut, const int32_t* idx, int64_t outP
   for (int64_t i = 0; i < outPlane; ++i) gradIn[idx[i]] += gradOut[i];
 }
 
+namespace {
+// One row of the tap matrix: row[c*P + q] = wo[c*9 + tap[q]], P fixed (the inner loop unrolls).
+template <int P>
+SAESCOPE_CLONES void tapRow(const float* __restrict wo, int64_t ci, const int* tap,
+                            float* __restrict row) {
+  int t[P];
+  for (int q = 0; q < P; ++q) t[q] = tap[q];
+  for (int64_t c = 0; c < ci; ++c)
+    for (int q = 0; q < P; ++q) row[c * P + q] = wo[c * 9 + t[q]];
+}
+}  // namespace
+
+void tapMatrix(const float* w, int64_t ci, int64_t h, int64_t wd, int64_t o0, int64_t o1,
+               float* big) {
+  const int64_t P = h * wd;
+  int tap[4][4];
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t q = 0; q < P; ++q)
+      tap[p][q] = static_cast<int>((q / wd - p / wd + 1) * 3 + (q % wd - p % wd + 1));
+  for (int64_t o = o0; o < o1; ++o)
+    for (int64_t p = 0; p < P; ++p) {
+      float* row = big + (o * P + p) * ci * P;
+      if (P == 4)
+        tapRow<4>(w + o * ci * 9, ci, tap[p], row);
+      else if (P == 2)
+        tapRow<2>(w + o * ci * 9, ci, tap[p], row);
+      else
+        tapRow<1>(w + o * ci * 9, ci, tap[p], row);
+    }
+}
+
+void smallMapColumns(const float* x, int64_t ci, int64_t h, int64_t wd, int64_t n0, int64_t n1,
+                     float* cols) {
+  const int64_t P = h * wd;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t py = p / wd, px = p % wd;
+      float* row = cols + (n * P + p) * ci * 9;
+      for (int64_t t = 0; t < 9; ++t) {
+        const int64_t qy = py + t / 3 - 1, qx = px + t % 3 - 1;
+        if (qy < 0 || qy >= h || qx < 0 || qx >= wd) {
+          for (int64_t c = 0; c < ci; ++c) row[c * 9 + t] = 0.f;
+          continue;
+        }
+        const float* src = x + n * ci * P + qy * wd + qx;
+        for (int64_t c = 0; c < ci; ++c) row[c * 9 + t] = src[c * P];
+      }
+    }
+}
+
 }  // namespace engine::kernels

@@ -20,4 +20,18 @@ void maxPool3x3s2Plane(const float* in, int64_t h, int64_t w, float* out, int32_
 void maxPoolBackwardPlane(const float* gradOut, const int32_t* idx, int64_t outPlane, float* gradIn,
                           int64_t inPlane);
 
+// A 3x3 convolution (stride 1, padding 1) over a map of h x w <= 2 x 2 positions, P = h*w, is one
+// matrix product: every output position sees every input position, through tap
+// t(p, q) = (qy - py + 1)*3 + (qx - px + 1). ResNet18's last stage at 64 px (2x2 maps).
+//
+// The weight [co, ci, 3, 3] as the matrix big[o*P + p][c*P + q] = w[o][c][t(p, q)], so that
+// y.view(n, co*P) = x.view(n, ci*P) · bigᵀ for NCHW x and y. Rows of output channels [o0, o1).
+void tapMatrix(const float* w, int64_t ci, int64_t h, int64_t wd, int64_t o0, int64_t o1,
+               float* big);
+// im2col of x [n, ci, h, wd] for the weight's gradient: cols[(n*P + p)][c*9 + t] = the input seen
+// by output position p through tap t (0 outside the map), so that dW.view(co, ci*9) = (dY as [(n,
+// p), co])ᵀ · cols. Rows of images [n0, n1).
+void smallMapColumns(const float* x, int64_t ci, int64_t h, int64_t wd, int64_t n0, int64_t n1,
+                     float* cols);
+
 }  // namespace engine::kernels

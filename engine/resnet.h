@@ -4,6 +4,14 @@
 
 namespace engine {
 
+// A 3x3 convolution's weight as one matrix over a small map's positions (resnet.cpp's
+// smallMapConv), kept while the weight is unchanged (same storage, same version).
+struct TapMatrixCache {
+  torch::Tensor matrix;
+  const void* data = nullptr;
+  int64_t version = -1, h = 0, w = 0;
+};
+
 struct BasicBlockImpl : torch::nn::Module {
   BasicBlockImpl(int64_t in, int64_t out, int64_t stride);
   torch::Tensor forward(const torch::Tensor& x);
@@ -11,6 +19,7 @@ struct BasicBlockImpl : torch::nn::Module {
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};
+  TapMatrixCache taps1, taps2;
 };
 TORCH_MODULE(BasicBlock);
 
@@ -30,6 +39,12 @@ TORCH_MODULE(ResNet18);
 // times faster), elsewhere torch's. SAESCOPE_TORCH_KERNELS=1 uses torch's everywhere.
 torch::Tensor stemMaxPool(const torch::Tensor& x);
 bool ownCpuKernels();  // false when SAESCOPE_TORCH_KERNELS is set
+
+// conv(x) for a 3x3 convolution of stride 1 and padding 1 without bias. On the CPU in fp32, over
+// maps of at most 2x2 (ResNet18's last stage at 64 px), as matrix products of the engine's own
+// (the same values as torch's to fp32 rounding, gradients included; oneDNN's kernels run these
+// shapes at a third of the CPU's speed); conv(x) elsewhere.
+torch::Tensor smallMapConv(torch::nn::Conv2d& conv, const torch::Tensor& x, TapMatrixCache& cache);
 
 // The reference fine-tuning losses on a batch of embeddings (DESIGN.md):
 // contrastive = cross_entropy(E Eᵀ, arange(B)); orientation = mse(E, −E_rot).

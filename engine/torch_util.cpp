@@ -1,5 +1,6 @@
 #include "torch_util.h"
 
+#include <ATen/ThreadLocalState.h>
 #include <ATen/autocast_mode.h>
 #ifdef SAESCOPE_HAVE_CUDART
 #include <cuda_runtime_api.h>
@@ -240,12 +241,45 @@ bool fusedAdamStep(torch::optim::Optimizer& opt) {
     at::parallel_for(0, w.p.numel(), 1 << 15, [&](int64_t lo, int64_t hi) {
       adamUpdate(pp + lo, gp + lo, mp + lo, vp + lo, hi - lo, a);
     });
+    // In-place changes, as torch's own in-place operations count them: autograd's checks of
+    // saved tensors and the caches derived from a weight (resnet.cpp's tap matrices) see them.
+    for (const torch::Tensor* t : {&w.p, &w.state->exp_avg(), &w.state->exp_avg_sq()})
+      t->unsafeGetTensorImpl()->bump_version();
   }
   return true;
 }
 
 void useSingleThreadedBlas() {
   if (const auto set = openblasSetThreads()) set(1);
+}
+
+void splitMm(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, int dim) {
+  const int64_t extent = out.size(dim);
+  const int64_t blocks =
+      singleThreadedBlas() ? std::min<int64_t>(at::get_num_threads(), extent / 64) : 1;
+  if (blocks <= 1) {
+    torch::NoGradGuard noGrad;
+    torch::mm_out(const_cast<torch::Tensor&>(out), a, b);
+    return;
+  }
+  // Blocks of a multiple of 16 columns or rows (whole vectors), the last one taking the rest.
+  const int64_t step = (extent / blocks + 15) / 16 * 16;
+  // Grad and inference mode are per thread, and LibTorch's workers do not inherit the caller's:
+  // under InferenceMode (embedding) a worker may not write into the caller's inference tensors.
+  const at::ThreadLocalState callerState;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    at::ThreadLocalStateGuard sameState(callerState);
+    torch::NoGradGuard noGrad;
+    for (int64_t k = b0; k < b1; ++k) {
+      const int64_t lo = k * step, hi = k + 1 == blocks ? extent : std::min(extent, lo + step);
+      if (lo >= hi) continue;
+      torch::Tensor o = out.slice(dim, lo, hi);
+      if (dim == 1)
+        torch::mm_out(o, a, b.slice(1, lo, hi));
+      else
+        torch::mm_out(o, a.slice(0, lo, hi), b);
+    }
+  });
 }
 
 void preferBlasThreads(const RunOptions& run, const torch::Device& device) {
@@ -314,6 +348,14 @@ std::string describeDevice(const RunOptions& run) {
     return name + " (" + std::to_string(torch::cuda::device_count()) + " GPU visible)";
   }
   return "cpu (" + std::to_string(resolvedThreads(run.threads)) + " threads)";
+}
+
+bool cpuAutocastEnabled() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(at::kCPU);
+#else
+  return at::autocast::is_cpu_enabled();
+#endif
 }
 
 AutocastGuard::AutocastGuard(const torch::Device& device, bool enabled)

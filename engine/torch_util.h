@@ -42,6 +42,10 @@ bool singleThreadedBlas();
 // called inside LibTorch's parallel regions run single-threaded in the other BLASes (MKL's
 // OpenMP threading is not nested).
 void useSingleThreadedBlas();
+// out = a·b, the output's columns (dim 1) or rows (dim 0) split over LibTorch's threads when
+// OpenBLAS runs one thread (useSingleThreadedBlas, or configureThreads on 1-2 threads); one
+// product otherwise. out must be a contiguous [a.size(0), b.size(1)] float tensor.
+void splitMm(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, int dim);
 
 // torch::optim::Adam's step (its C++ formulas, weight decay included; equal to LibTorch 1.13's to
 // the last bit or so, tests/test_sae.cpp) in one fused pass per parameter, on the optimiser's own
@@ -74,6 +78,9 @@ class AutocastGuard {
   bool m_enabled;
   bool m_prev = false;
 };
+
+// Whether autocast is on for the CPU in this thread (LibTorch 1.13 and 2.x).
+bool cpuAutocastEnabled();
 
 // Puts the module's 4-d parameters (convolution weights) in channels-last layout, the layout cuDNN's
 // fastest convolutions (tensor cores, bf16) want; inputs follow with toChannelsLast(x). The values,

@@ -174,6 +174,82 @@ TEST_CASE("a fine-tuning step in train mode has torchvision's losses, gradients 
   }
 }
 
+TEST_CASE(
+    "3x3 convolutions over maps of at most 2x2 are torch's convolution: values and gradients") {
+  torch::manual_seed(5);
+  struct Case {
+    int64_t n, ci, co, h, w;
+    int threads;  // the products split into blocks over LibTorch's threads (OpenBLAS on one)
+  };
+  const int threadsBefore = at::get_num_threads();
+  engine::useSingleThreadedBlas();
+  for (const Case& c : {Case{3, 5, 7, 2, 2, 1}, Case{2, 4, 6, 1, 1, 1}, Case{2, 3, 4, 1, 2, 1},
+                        Case{2, 3, 4, 2, 1, 1}, Case{4, 64, 32, 2, 2, 3}, Case{3, 16, 200, 2, 2, 3},
+                        Case{3, 16, 200, 2, 2, 2}}) {
+    INFO("n ", c.n, " ci ", c.ci, " co ", c.co, " map ", c.h, "x", c.w, " threads ", c.threads);
+    at::set_num_threads(c.threads);
+    torch::nn::Conv2d conv(
+        torch::nn::Conv2dOptions(c.ci, c.co, 3).stride(1).padding(1).bias(false));
+    engine::TapMatrixCache cache;
+    const auto x0 = torch::randn({c.n, c.ci, c.h, c.w});
+    const auto g = torch::randn({c.n, c.co, c.h, c.w});
+    auto check = [&](const torch::Tensor& got, const torch::Tensor& want) {
+      REQUIRE(got.sizes() == want.sizes());
+      CHECK((got - want).abs().max().item<double>() <=
+            1e-5 * (1 + want.abs().max().item<double>()));
+    };
+    auto xa = x0.clone().requires_grad_();
+    const auto ours = engine::smallMapConv(conv, xa, cache);
+    CHECK(cache.matrix.defined());  // the engine's path ran
+    ours.backward(g);
+    const auto dwOurs = conv->weight.grad().clone();
+    conv->weight.mutable_grad().zero_();
+    auto xb = x0.clone().requires_grad_();
+    const auto theirs = torch::conv2d(xb, conv->weight, {}, 1, 1);
+    theirs.backward(g);
+    check(ours, theirs);
+    check(xa.grad(), xb.grad());
+    check(dwOurs, conv->weight.grad());
+
+    // The cached matrix follows the weight: an in-place change, and the fused Adam's update.
+    {
+      torch::NoGradGuard ng;
+      conv->weight.mul_(-0.5);
+      check(engine::smallMapConv(conv, x0, cache), torch::conv2d(x0, conv->weight, {}, 1, 1));
+    }
+    torch::optim::Adam adam(conv->parameters(), torch::optim::AdamOptions(0.1));
+    for (int step = 0; step < 2; ++step) {  // the first step is torch's (it creates the state)
+      adam.zero_grad();
+      engine::smallMapConv(conv, x0, cache).backward(g);
+      if (!engine::fusedAdamStep(adam)) adam.step();
+    }
+    torch::NoGradGuard ng;
+    check(engine::smallMapConv(conv, x0, cache), torch::conv2d(x0, conv->weight, {}, 1, 1));
+  }
+  {  // Embedding: under InferenceMode, with the products split over threads.
+    at::set_num_threads(3);
+    torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 200, 3).stride(1).padding(1).bias(false));
+    engine::TapMatrixCache cache;
+    c10::InferenceMode inference;
+    const auto x = torch::randn({5, 16, 2, 2});
+    const auto y = engine::smallMapConv(conv, x, cache);
+    CHECK(cache.matrix.defined());
+    CHECK((y - torch::conv2d(x, conv->weight, {}, 1, 1)).abs().max().item<double>() < 1e-5);
+  }
+  at::set_num_threads(threadsBefore);
+  // Elsewhere torch's convolution runs (and the cache stays empty): a 3x3 map, channels-last.
+  torch::nn::Conv2d conv(torch::nn::Conv2dOptions(4, 4, 3).stride(1).padding(1).bias(false));
+  engine::TapMatrixCache cache;
+  torch::NoGradGuard ng;
+  const auto x3 = torch::randn({2, 4, 3, 3});
+  CHECK(torch::allclose(engine::smallMapConv(conv, x3, cache),
+                        torch::conv2d(x3, conv->weight, {}, 1, 1)));
+  const auto x2 = torch::randn({2, 4, 2, 2}).contiguous(torch::MemoryFormat::ChannelsLast);
+  CHECK(torch::allclose(engine::smallMapConv(conv, x2, cache),
+                        torch::conv2d(x2, conv->weight, {}, 1, 1)));
+  CHECK(!cache.matrix.defined());
+}
+
 TEST_CASE("the stem's max pooling is torch's, bit for bit: values, gradients, ties, NaN, -inf") {
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> small(-2, 2);  // many exact ties inside each window
