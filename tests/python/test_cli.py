@@ -301,9 +301,46 @@ def sweep(binary, d):
     check(all(abs(x[1] - y[1]) < 0.5 for x, y in zip(a, b)), "seed SAE L0 by hand vs autograd")
 
 
+def layouts(binary, d):
+    """Fine-tuning and embedding run in channels-last from 192 px on the CPU in fp32 and in NCHW
+    below (the engine's own kernels); both layouts compute the same numbers
+    (SAESCOPE_CHANNELS_LAST=0/1 chooses)."""
+    data = os.path.join(d, "layout-data")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    p = run(binary, "demo-data", "--out", data, "--count", "16", "--size", "192", "--format", "jpg")
+    check(p.returncode == 0, f"demo-data: {p.stderr[-500:]}")
+    results = {}
+    for size in (192, 64):
+        for layout in ("0", "1"):
+            ws = os.path.join(d, f"ws-{size}-{layout}")
+            env = dict(os.environ, SAESCOPE_CHANNELS_LAST=layout)
+            # --lr 1e-9: Adam's first step is lr·sign(g), and rounding flips the sign of near-zero
+            # gradients; a step that small keeps both runs on the same weights to compare.
+            for args in (["train", "--data", data, "--image-size", str(size), "--batch", "8", "--seed", "3",
+                          "--lr", "1e-9", "--weights", "none"], ["embed"]):
+                p = subprocess.run([binary, *args, "--workspace", ws, "--threads", "2"], capture_output=True,
+                                   text=True, timeout=600, env=env)
+                check(p.returncode == 0, f"{args[0]} at {size} px, SAESCOPE_CHANNELS_LAST={layout}: "
+                      f"{p.stderr[-1000:]}")
+            log = [json.loads(l) for l in open(os.path.join(ws, "logs", "train.jsonl"))]
+            results[size, layout] = ([r["loss"] for r in log], np.load(os.path.join(ws, "embeddings.npy")))
+    for size in (192, 64):
+        (la, ea), (lb, eb) = results[size, "0"], results[size, "1"]
+        check(len(la) == 2 and len(lb) == 2, f"{size} px: {len(la)} and {len(lb)} steps logged")
+        worst = max(abs(a - b) / abs(b) for a, b in zip(la, lb))
+        check(worst < 1e-3, f"{size} px: fine-tuning losses NCHW {la} vs channels-last {lb}")
+        err = np.abs(ea - eb).max() / np.abs(eb).max()
+        check(ea.shape == (16, 512) and err < 1e-3,
+              f"{size} px: embeddings differ by {err:.2e} between the layouts")
+        # Other kernels round differently: equal bits would mean the setting changed nothing.
+        check(not np.array_equal(ea, eb), f"{size} px: SAESCOPE_CHANNELS_LAST made no difference")
+
+
 if __name__ == "__main__":
     mode, binary, d = sys.argv[1:4]
-    {"pipeline": pipeline, "errors": errors, "bad-images": bad_images, "sweep": sweep}[mode](binary, d)
+    {"pipeline": pipeline, "errors": errors, "bad-images": bad_images, "sweep": sweep,
+     "layouts": layouts}[mode](binary, d)
     if FAILURES:
         print(f"{len(FAILURES)} check(s) failed")
         sys.exit(1)
