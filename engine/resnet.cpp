@@ -12,15 +12,13 @@ namespace nn = torch::nn;
 namespace engine {
 
 namespace {
-// ---- The stem's max pooling (3x3, stride 2, padding 1) on the CPU in fp32
-// ------------------------- LibTorch 1.13's NCHW max pooling takes 10-19 ms a call on a [32, 64,
-// 32, 32] batch and 160-250 ms on [32, 64, 112, 112] here (5-6 % of a fine-tuning step, about 10 %
-// of embedding at 64 px). kernels::maxPool3x3s2Plane gives the same values and indices, plane by
-// plane, in vector lanes.
+// ---- The stem's max pooling (3x3, stride 2, padding 1) on the CPU in fp32 ----------------------
+// LibTorch 1.13's NCHW max pooling took 10-25 ms a call on a [32, 64, 32, 32] batch and 160-270 ms
+// on [32, 64, 112, 112] here (one thread: 19-25 and 250-270 ms); kernels::maxPool3x3s2Plane gives
+// the same values and indices, plane by plane, in vector lanes (2.6 and 26 ms on one thread).
 
-int64_t pooledSize(int64_t n) {
-  return (n - 1) / 2 + 1;
-}  // (n + 2*1 - 3) / 2 + 1
+// (n + 2*1 - 3) / 2 + 1
+int64_t pooledSize(int64_t n) { return (n - 1) / 2 + 1; }
 
 // x: contiguous [N, C, H, W] float on the CPU, W even. idx (optional): the argmax of each output
 // within its plane, h*W + w, as torch's max_pool2d_with_indices gives it (in int32).
@@ -83,10 +81,10 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad)
 
 // ---- 3x3 convolutions over maps of at most 2x2 positions, on the CPU in fp32 --------------------
 // At 64 px ResNet18's last stage runs on 2x2 maps, where oneDNN's convolutions reach a third of the
-// CPU's speed: 17.6 ms a forward and backward of a 512-channel layer on a batch of 32 (30 % of a
-// fine-tuning step for its three such layers). Every output position sees every input position
-// there, so the convolution is one product with the weight laid out over the positions
-// (kernels::tapMatrix): y = x · bigᵀ, dx = dy · big, and dW from im2col columns.
+// CPU's speed: 17-20 ms a forward and backward of a 512-channel layer on a batch of 32 (a quarter
+// of a fine-tuning step for its three such layers, each run twice). Every output position sees
+// every input position there, so the convolution is one product with the weight laid out over
+// the positions (kernels::tapMatrix): y = x · bigᵀ, dx = dy · big, and dW from im2col columns.
 
 // big for `weight` over h x w maps, rebuilt only when the weight changed.
 const torch::Tensor& tapMatrixOf(const torch::Tensor& weight, int64_t h, int64_t w,
