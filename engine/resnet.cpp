@@ -94,6 +94,9 @@ const torch::Tensor& tapMatrixOf(const torch::Tensor& weight, int64_t h, int64_t
       cache.h == h && cache.w == w)
     return cache.matrix;
   const int64_t co = weight.size(0), ci = weight.size(1), positions = h * w;
+  // A normal tensor even when built under InferenceMode (embedding): autograd may save it later,
+  // if the same module trains.
+  c10::InferenceMode normalTensor(false);
   torch::Tensor big =
       torch::empty({co * positions, ci * positions}, weight.options().requires_grad(false));
   const float* src = weight.data_ptr<float>();

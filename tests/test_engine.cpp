@@ -230,11 +230,19 @@ TEST_CASE(
     at::set_num_threads(3);
     torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 200, 3).stride(1).padding(1).bias(false));
     engine::TapMatrixCache cache;
-    c10::InferenceMode inference;
-    const auto x = torch::randn({5, 16, 2, 2});
-    const auto y = engine::smallMapConv(conv, x, cache);
-    CHECK(cache.matrix.defined());
-    CHECK((y - torch::conv2d(x, conv->weight, {}, 1, 1)).abs().max().item<double>() < 1e-5);
+    {
+      c10::InferenceMode inference;
+      const auto x = torch::randn({5, 16, 2, 2});
+      const auto y = engine::smallMapConv(conv, x, cache);
+      CHECK(cache.matrix.defined());
+      CHECK((y - torch::conv2d(x, conv->weight, {}, 1, 1)).abs().max().item<double>() < 1e-5);
+    }
+    // The matrix cached there serves training afterwards (autograd saves it).
+    const auto x = torch::randn({5, 16, 2, 2}).requires_grad_();
+    engine::smallMapConv(conv, x, cache).sum().backward();
+    const auto xr = x.detach().clone().requires_grad_();
+    torch::conv2d(xr, conv->weight.detach(), {}, 1, 1).sum().backward();
+    CHECK((x.grad() - xr.grad()).abs().max().item<double>() < 1e-5);
   }
   at::set_num_threads(threadsBefore);
   // Elsewhere torch's convolution runs (and the cache stays empty): a 3x3 map, channels-last.
