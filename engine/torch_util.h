@@ -44,7 +44,9 @@ bool singleThreadedBlas();
 void useSingleThreadedBlas();
 // out = a·b, the output's columns (dim 1) or rows (dim 0) split over LibTorch's threads when
 // OpenBLAS runs one thread (useSingleThreadedBlas, or configureThreads on 1-2 threads); one
-// product otherwise. out must be a contiguous [a.size(0), b.size(1)] float tensor.
+// product otherwise. out must be a contiguous [a.size(0), b.size(1)] float tensor. A raw product:
+// nothing is recorded for autograd (custom autograd functions call it in forward and backward),
+// and the workers run in the caller's grad/inference mode.
 void splitMm(const torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b, int dim);
 
 // torch::optim::Adam's step (its C++ formulas, weight decay included; equal to LibTorch 1.13's to

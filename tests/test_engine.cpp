@@ -120,8 +120,8 @@ TEST_CASE("ResNet18 has torchvision's names and shapes and reproduces its eval f
 }
 
 TEST_CASE("a fine-tuning step in train mode has torchvision's losses, gradients and statistics") {
-  // 64 px: the last stage's maps are 2x2 and the stem pools a 32x32 map (the engine's own loops);
-  // 32 px: 1x1 maps. The image sizes of --image-size's range that the CPU kernels treat apart.
+  // 64 px: the last stage's maps are 2x2 and the stem pools a 32x32 map, both by the engine's own
+  // loops; 32 px: the last stage's maps are 1x1 (only each kernel's centre tap sees the input).
   for (int size : {64, 32}) {
     INFO("image size ", size);
     testutil::TempDir dir("resnet-train");
