@@ -335,6 +335,15 @@ def layouts(binary, d):
               f"{size} px: embeddings differ by {err:.2e} between the layouts")
         # Other kernels round differently: equal bits would mean the setting changed nothing.
         check(not np.array_equal(ea, eb), f"{size} px: SAESCOPE_CHANNELS_LAST made no difference")
+    # Unset, the layout follows the image size: the same bits as the layout chosen by hand.
+    env = {k: v for k, v in os.environ.items() if k != "SAESCOPE_CHANNELS_LAST"}
+    for size, expected in ((192, "1"), (64, "0")):
+        ws = os.path.join(d, f"ws-{size}-{expected}")
+        p = subprocess.run([binary, "embed", "--workspace", ws, "--threads", "2"], capture_output=True,
+                           text=True, timeout=600, env=env)
+        check(p.returncode == 0, f"embed at {size} px: {p.stderr[-1000:]}")
+        check(np.array_equal(np.load(os.path.join(ws, "embeddings.npy")), results[size, expected][1]),
+              f"{size} px: the default layout is not {'channels-last' if expected == '1' else 'NCHW'}")
 
 
 if __name__ == "__main__":
