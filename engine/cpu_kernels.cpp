@@ -56,7 +56,7 @@ SAESCOPE_CLONES void combineRows(const float* __restrict v0, const float* __rest
 
 void maxPool3x3s2Plane(const float* in, int64_t h, int64_t w, float* out, int32_t* idx, float* v,
                        int32_t* pos) {
-  const int64_t ow = w / 2, oh = (h - 1) / 2 + 1;
+  const int64_t ow = w / 2, oh = pooled3x3s2(h);
   rowMaxima(in, h, ow, v, pos);
   for (int64_t i = 0; i < oh; ++i) {
     const int64_t r0 = std::max<int64_t>(2 * i - 1, 0), r1 = 2 * i, r2 = std::min(2 * i + 1, h - 1);

@@ -6,6 +6,11 @@
 
 namespace engine::kernels {
 
+// The output size of a kernel-3, stride-2, padding-1 pooling along an axis of n: (n + 2 - 3)/2 + 1.
+inline int64_t pooled3x3s2(int64_t n) {
+  return (n - 1) / 2 + 1;
+}
+
 // max_pool2d(kernel 3, stride 2, padding 1) of one [h, w] plane, w even (the ResNet stem's at even
 // image sizes), into [(h-1)/2+1, w/2]. idx (may be null): each output's argmax in the plane,
 // r*w + c, as torch's max_pool2d_with_indices gives it. Same values and indices as torch's CPU

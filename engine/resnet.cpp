@@ -12,19 +12,22 @@ namespace nn = torch::nn;
 namespace engine {
 
 namespace {
+// The engine's own CPU kernels, unless SAESCOPE_TORCH_KERNELS is set (torch's everywhere).
+bool ownCpuKernels() {
+  static const bool own = std::getenv("SAESCOPE_TORCH_KERNELS") == nullptr;
+  return own;
+}
+
 // ---- The stem's max pooling (3x3, stride 2, padding 1) on the CPU in fp32 ----------------------
 // LibTorch 1.13's NCHW max pooling took 10-25 ms a call on a [32, 64, 32, 32] batch and 160-270 ms
 // on [32, 64, 112, 112] here (one thread: 19-25 and 250-270 ms); kernels::maxPool3x3s2Plane gives
 // the same values and indices, plane by plane, in vector lanes (2.6 and 26 ms on one thread).
 
-// (n + 2*1 - 3) / 2 + 1
-int64_t pooledSize(int64_t n) { return (n - 1) / 2 + 1; }
-
 // x: contiguous [N, C, H, W] float on the CPU, W even. idx (optional): the argmax of each output
 // within its plane, h*W + w, as torch's max_pool2d_with_indices gives it (in int32).
 torch::Tensor stemMaxPoolForward(const torch::Tensor& x, torch::Tensor* idx) {
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  const int64_t oh = pooledSize(h), ow = w / 2;
+  const int64_t oh = kernels::pooled3x3s2(h), ow = kernels::pooled3x3s2(w);
   torch::Tensor y = torch::empty({n, c, oh, ow}, x.options());
   torch::Tensor ind;
   if (idx) ind = torch::empty({n, c, oh, ow}, x.options().dtype(torch::kInt32));
@@ -107,15 +110,20 @@ const torch::Tensor& tapMatrixOf(const torch::Tensor& weight, int64_t h, int64_t
   return cache.matrix;
 }
 
+// y [n, co, h, w] = x · bigᵀ over the flattened maps.
+torch::Tensor smallMapProduct(const torch::Tensor& x, const torch::Tensor& big, int64_t co) {
+  const int64_t n = x.size(0), positions = x.size(2) * x.size(3);
+  torch::Tensor y = torch::empty({n, co, x.size(2), x.size(3)}, x.options());
+  splitMm(y.view({n, co * positions}), x.view({n, x.size(1) * positions}), big.t(), 1);
+  return y;
+}
+
 struct SmallMapConvFn : torch::autograd::Function<SmallMapConvFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& big) {
-    const int64_t n = x.size(0), ci = x.size(1), h = x.size(2), w = x.size(3), co = weight.size(0);
-    torch::Tensor y = torch::empty({n, co, h, w}, x.options());
-    splitMm(y.view({n, co * h * w}), x.view({n, ci * h * w}), big.t(), 1);
     ctx->save_for_backward({x, big});
-    ctx->saved_data["co"] = co;
-    return y;
+    ctx->saved_data["co"] = weight.size(0);
+    return smallMapProduct(x, big, weight.size(0));
   }
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
@@ -199,11 +207,6 @@ torch::Tensor ResNet18Impl::forward(const torch::Tensor& x) {
   return torch::flatten(y, 1);
 }
 
-bool ownCpuKernels() {
-  static const bool own = std::getenv("SAESCOPE_TORCH_KERNELS") == nullptr;
-  return own;
-}
-
 torch::Tensor stemMaxPool(const torch::Tensor& x) {
   const bool ours = ownCpuKernels() && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
                     x.dim() == 4 && x.is_contiguous() && x.size(2) > 0 && x.size(3) > 0 &&
@@ -233,10 +236,7 @@ torch::Tensor smallMapConv(nn::Conv2d& conv, const torch::Tensor& x, TapMatrixCa
   const torch::Tensor& big = tapMatrixOf(weight, x.size(2), x.size(3), cache);
   if (torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad()))
     return SmallMapConvFn::apply(x, weight, big);
-  const int64_t n = x.size(0), positions = x.size(2) * x.size(3);
-  torch::Tensor y = torch::empty({n, weight.size(0), x.size(2), x.size(3)}, x.options());
-  splitMm(y.view({n, weight.size(0) * positions}), x.view({n, x.size(1) * positions}), big.t(), 1);
-  return y;
+  return smallMapProduct(x, big, weight.size(0));
 }
 
 FineTuneLoss fineTuneLoss(const torch::Tensor& e, const torch::Tensor& eRot) {

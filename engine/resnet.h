@@ -38,7 +38,6 @@ TORCH_MODULE(ResNet18);
 // engine's own loops (the same values, indices and gradients as torch's, bit for bit, several
 // times faster), elsewhere torch's. SAESCOPE_TORCH_KERNELS=1 uses torch's everywhere.
 torch::Tensor stemMaxPool(const torch::Tensor& x);
-bool ownCpuKernels();  // false when SAESCOPE_TORCH_KERNELS is set
 
 // conv(x) for a 3x3 convolution of stride 1 and padding 1 without bias. On the CPU in fp32, over
 // maps of at most 2x2 (ResNet18's last stage at 64 px), as matrix products of the engine's own
