@@ -146,20 +146,60 @@ const char* jpegTablesProblem(const uint8_t* d, size_t n) {
   return nullptr;
 }
 
-// stb_image grows its buffer for a PNG's IDAT chunk to the chunk's declared length before it reads
-// the data, so a few corrupt bytes make it allocate up to 2 GiB (found by tests/fuzz/fuzz_image).
-// Returns false when a chunk before IEND declares more data than the file holds; stb fails on
-// such a file anyway, after that allocation.
-bool pngChunksFit(const uint8_t* d, size_t n) {
-  size_t pos = 8;  // after the signature
+// What decodeImageMemory checks in a PNG's chunk list (up to IEND) before stb_image reads it.
+struct PngChunks {
+  // stb grows its buffer for an IDAT chunk to the chunk's declared length before it reads the
+  // data, so a few corrupt bytes make it allocate up to 2 GiB (found by tests/fuzz/fuzz_image).
+  // False when a chunk declares more data than the file holds: stb fails on such a file anyway,
+  // after that allocation.
+  bool fit = true;
+  // An empty IDAT chunk before any data makes stb 2.27 memcpy 0 bytes to a null buffer, which is
+  // undefined behaviour (found by tests/fuzz/fuzz_image). Such chunks are legal and carry no
+  // data, so they are dropped from a copy that stb reads instead (withoutEmptyIdat).
+  bool emptyIdat = false;
+};
+
+uint32_t pngChunkLength(const uint8_t* p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
+}
+
+// Calls `chunk(at, end)` for each chunk before IEND, [at, end) its bytes with the CRC (which a
+// truncated file may lack). Returns false when a chunk runs past the end of the file; `pos` is
+// then where that chunk starts, else where IEND (or trailing bytes too short for a chunk) starts.
+template <class F>
+bool forEachPngChunk(const uint8_t* d, size_t n, size_t& pos, F&& chunk) {
+  pos = 8;  // after the signature
   while (n - pos >= 8) {
-    const size_t len = size_t(d[pos]) << 24 | size_t(d[pos + 1]) << 16 | size_t(d[pos + 2]) << 8 |
-                       size_t(d[pos + 3]);
     if (std::memcmp(d + pos + 4, "IEND", 4) == 0) return true;
+    const size_t len = pngChunkLength(d + pos);
     if (len > n - pos - 8) return false;
-    pos += 8 + len + std::min<size_t>(4, n - pos - 8 - len);  // data, then the CRC
+    const size_t end = pos + 8 + len + std::min<size_t>(4, n - pos - 8 - len);
+    chunk(pos, end);
+    pos = end;
   }
   return true;
+}
+
+PngChunks checkPngChunks(const uint8_t* d, size_t n) {
+  PngChunks c;
+  size_t pos = 0;
+  c.fit = forEachPngChunk(d, n, pos, [&](size_t at, size_t) {
+    c.emptyIdat |= pngChunkLength(d + at) == 0 && std::memcmp(d + at + 4, "IDAT", 4) == 0;
+  });
+  return c;
+}
+
+// The PNG without its empty IDAT chunks; the rest (IEND and anything after it) as it was.
+std::vector<uint8_t> withoutEmptyIdat(const uint8_t* d, size_t n) {
+  std::vector<uint8_t> out(d, d + 8);
+  out.reserve(n);
+  size_t pos = 0;
+  forEachPngChunk(d, n, pos, [&](size_t at, size_t end) {
+    if (pngChunkLength(d + at) != 0 || std::memcmp(d + at + 4, "IDAT", 4) != 0)
+      out.insert(out.end(), d + at, d + end);
+  });
+  out.insert(out.end(), d + pos, d + n);
+  return out;
 }
 
 // stb_image 2.27 reads a PGM/PPM header's width, height and maximum value into an int with no
@@ -198,9 +238,18 @@ Image decodeImageMemory(const uint8_t* data, size_t size, const std::string& wha
   if (data[0] == 0xff)
     if (const char* why = jpegTablesProblem(data, size))
       throw Error(what + ": not a readable image (corrupt JPEG: " + why + ")");
-  if (data[0] == 0x89 && !pngChunksFit(data, size))
-    throw Error(what +
-                ": not a readable image (truncated PNG: a chunk runs past the end of the file)");
+  std::vector<uint8_t> pngCopy;
+  if (data[0] == 0x89) {
+    const PngChunks png = checkPngChunks(data, size);
+    if (!png.fit)
+      throw Error(what +
+                  ": not a readable image (truncated PNG: a chunk runs past the end of the file)");
+    if (png.emptyIdat) {
+      pngCopy = withoutEmptyIdat(data, size);
+      data = pngCopy.data();
+      size = pngCopy.size();
+    }
+  }
   if (data[0] == 'P' && !pnmHeaderNumbersFit(data, size))
     throw Error(what + ": not a readable image (corrupt PPM/PGM header: a number is too large)");
   int w = 0, h = 0, comp = 0;
