@@ -39,4 +39,28 @@ void tapMatrix(const float* w, int64_t ci, int64_t h, int64_t wd, int64_t o0, in
 void smallMapColumns(const float* x, int64_t ci, int64_t h, int64_t wd, int64_t n0, int64_t n1,
                      float* cols);
 
+// ---- Batch normalisation (with a residual and ReLU) over channels-last maps -------------------
+// A channels-last [n, c, h, w] map is a [rows = n*h*w, c] matrix; each call covers rows [r0, r1).
+// The callers (resnet.cpp's batchNormAct) split the rows into fixed chunks, so sums do not depend
+// on the thread count.
+
+// Adds Σ (x − shift[j]) to s1[j] and Σ (x − shift[j])² to s2[j] for each channel j, in double
+// (the shift, a value near the mean, keeps the variance clear of cancellation).
+void channelMoments(const float* x, int64_t c, int64_t r0, int64_t r1, const float* shift,
+                    double* s1, double* s2);
+
+// y = act(x·scale[j] + bias[j] (+ res)), act = ReLU (NaN kept) or identity. res may be null.
+void scaleShiftAct(const float* x, const float* res, int64_t c, int64_t r0, int64_t r1,
+                   const float* scale, const float* bias, bool relu, float* y);
+
+// The backward's sums: with g = dy where the ReLU passed (y > 0 or NaN; all of dy when y is
+// null: no ReLU), adds Σ g to sg[j] and Σ g·(x − mean[j]) to sgx[j], in double.
+void bnBackwardSums(const float* dy, const float* y, const float* x, int64_t c, int64_t r0,
+                    int64_t r1, const float* mean, double* sg, double* sgx);
+
+// dx = a[j]·g − k[j]·x + d[j] (g as above); dres = g where dres is not null.
+void bnBackwardInput(const float* dy, const float* y, const float* x, int64_t c, int64_t r0,
+                     int64_t r1, const float* a, const float* k, const float* d, float* dx,
+                     float* dres);
+
 }  // namespace engine::kernels

@@ -39,6 +39,15 @@ TORCH_MODULE(ResNet18);
 // times faster), elsewhere torch's. SAESCOPE_TORCH_KERNELS=1 uses torch's everywhere.
 torch::Tensor stemMaxPool(const torch::Tensor& x);
 
+// act(bn(x) + residual), act = ReLU or identity, residual optional (undefined). On the CPU in
+// fp32 over channels-last maps (224 px), by the engine's own loops: the batch's statistics, the
+// running statistics and num_batches_tracked as BatchNorm2d updates them, values and gradients
+// as torch's to fp32 rounding, in one pass forward and two backward (torch's kernels take
+// several and run below the memory's speed). In evaluation mode only without autograd
+// (embedding). Elsewhere torch's modules and functions.
+torch::Tensor batchNormAct(torch::nn::BatchNorm2d& bn, const torch::Tensor& x,
+                           const torch::Tensor& residual, bool relu);
+
 // conv(x) for a 3x3 convolution of stride 1 and padding 1 without bias. On the CPU in fp32, over
 // maps of at most 2x2 (ResNet18's last stage at 64 px), as matrix products of the engine's own
 // (the same values as torch's to fp32 rounding, gradients included; oneDNN's kernels run these

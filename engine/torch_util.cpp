@@ -391,6 +391,12 @@ AutocastGuard::~AutocastGuard() {
   at::autocast::clear_cache();
 }
 
+bool useChannelsLast(const torch::Device& device, bool bf16, int imageSize) {
+  if (device.is_cuda() || bf16) return true;
+  if (const char* v = std::getenv("SAESCOPE_CHANNELS_LAST"); v && *v) return std::string(v) != "0";
+  return imageSize >= 192;
+}
+
 void toChannelsLast(torch::nn::Module& module) {
   torch::NoGradGuard noGrad;
   for (auto& p : module.parameters())

@@ -122,56 +122,167 @@ TEST_CASE("ResNet18 has torchvision's names and shapes and reproduces its eval f
 TEST_CASE("a fine-tuning step in train mode has torchvision's losses, gradients and statistics") {
   // 64 px: the last stage's maps are 2x2 and the stem pools a 32x32 map, both by the engine's own
   // loops; 32 px: the last stage's maps are 1x1 (only each kernel's centre tap sees the input).
+  // 32 px channels-last too (as 224 px trains): the batch norms, residual sums and ReLUs by the
+  // engine's own loops. Not 64 px: with this batch of 6 and the small layer-4 scales, the two
+  // paths into layer 3 nearly cancel in the gradient, and torch's own channels-last convolutions
+  // (5-10x the rounding error of its NCHW ones) leave layer 2's gradients 2-20 % from a float64
+  // run (NCHW: 1e-5).
   for (int size : {64, 32}) {
-    INFO("image size ", size);
     testutil::TempDir dir("resnet-train");
     const json want = oracle("resnet-train " + dir.str() + " " + std::to_string(size));
-    engine::ResNet18 model;
-    engine::loadStateDict(*model, engine::readTensorFile(dir.str("start.pt")), "start.pt");
-    model->train();
-    const auto x = engine::toTorch(engine::readNpy(dir.str("input.npy")));
-    const auto e = model->forward(x);  // in this order: each forward moves the running statistics
-    const auto eRot = model->forward(x.flip({2, 3}));
-    const engine::FineTuneLoss loss = engine::fineTuneLoss(e, eRot);
-    CHECK(want["contrastive"].get<double>() > 0.3);  // both losses give gradients
-    CHECK(loss.contrastive.item<double>() ==
-          doctest::Approx(want["contrastive"].get<double>()).epsilon(1e-5));
-    CHECK(loss.orientation.item<double>() ==
-          doctest::Approx(want["orientation"].get<double>()).epsilon(1e-5));
-    loss.total.backward();
+    for (bool channelsLast : {false, true}) {
+      if (channelsLast && size != 32) continue;
+      INFO("image size ", size, std::string(channelsLast ? " channels-last" : " NCHW"));
+      engine::ResNet18 model;
+      engine::loadStateDict(*model, engine::readTensorFile(dir.str("start.pt")), "start.pt");
+      model->train();
+      auto x = engine::toTorch(engine::readNpy(dir.str("input.npy")));
+      if (channelsLast) {
+        engine::toChannelsLast(*model);
+        x = engine::toChannelsLast(x);
+      }
+      const auto e = model->forward(x);  // in this order: each forward moves the running statistics
+      const auto eRot = model->forward(x.flip({2, 3}));
+      const engine::FineTuneLoss loss = engine::fineTuneLoss(e, eRot);
+      CHECK(want["contrastive"].get<double>() > 0.3);  // both losses give gradients
+      CHECK(loss.contrastive.item<double>() ==
+            doctest::Approx(want["contrastive"].get<double>()).epsilon(1e-5));
+      CHECK(loss.orientation.item<double>() ==
+            doctest::Approx(want["orientation"].get<double>()).epsilon(1e-5));
+      loss.total.backward();
 
-    // Each gradient to 1e-4 of its largest element (fp32 sums in other orders), the running
-    // statistics likewise; the step count exactly.
-    auto near = [](const torch::Tensor& got, const torch::Tensor& ref, const std::string& name) {
-      INFO(name);
-      REQUIRE(got.sizes() == ref.sizes());
-      const double scale = ref.abs().max().item<double>();
-      CHECK(scale > 0);
-      CHECK((got.to(torch::kDouble) - ref.to(torch::kDouble)).abs().max().item<double>() <=
-            1e-4 * scale);
-    };
-    std::map<std::string, torch::Tensor> grads;
-    for (const auto& [name, t] : engine::readTensorFile(dir.str("grads.pt")))
-      grads[name] = engine::toTorch(t);
-    int checked = 0;
-    for (const auto& p : model->named_parameters()) {
-      REQUIRE(grads.count(p.key()) == 1);
-      REQUIRE(p.value().grad().defined());
-      near(p.value().grad(), grads[p.key()], p.key());
-      ++checked;
-    }
-    CHECK(checked == 60);  // ResNet18 without fc: 20 convolutions, 20 batch norms (weight and bias)
-    std::map<std::string, torch::Tensor> after;
-    for (const auto& [name, t] : engine::readTensorFile(dir.str("after.pt")))
-      after[name] = engine::toTorch(t);
-    for (const auto& b : model->named_buffers()) {
-      REQUIRE(after.count(b.key()) == 1);
-      if (b.key().find("num_batches_tracked") != std::string::npos)
-        CHECK(b.value().item<int64_t>() == after[b.key()].item<int64_t>());
-      else
-        near(b.value(), after[b.key()], b.key());
+      // Each gradient to 1e-4 of its largest element (fp32 sums in other orders), the running
+      // statistics likewise; the step count exactly.
+      auto near = [](const torch::Tensor& got, const torch::Tensor& ref, const std::string& name) {
+        INFO(name);
+        REQUIRE(got.sizes() == ref.sizes());
+        const double scale = ref.abs().max().item<double>();
+        CHECK(scale > 0);
+        CHECK((got.to(torch::kDouble) - ref.to(torch::kDouble)).abs().max().item<double>() <=
+              1e-4 * scale);
+      };
+      std::map<std::string, torch::Tensor> grads;
+      for (const auto& [name, t] : engine::readTensorFile(dir.str("grads.pt")))
+        grads[name] = engine::toTorch(t);
+      int checked = 0;
+      for (const auto& p : model->named_parameters()) {
+        REQUIRE(grads.count(p.key()) == 1);
+        REQUIRE(p.value().grad().defined());
+        near(p.value().grad(), grads[p.key()], p.key());
+        ++checked;
+      }
+      CHECK(checked ==
+            60);  // ResNet18 without fc: 20 convolutions, 20 batch norms (weight and bias)
+      std::map<std::string, torch::Tensor> after;
+      for (const auto& [name, t] : engine::readTensorFile(dir.str("after.pt")))
+        after[name] = engine::toTorch(t);
+      for (const auto& b : model->named_buffers()) {
+        REQUIRE(after.count(b.key()) == 1);
+        if (b.key().find("num_batches_tracked") != std::string::npos)
+          CHECK(b.value().item<int64_t>() == after[b.key()].item<int64_t>());
+        else
+          near(b.value(), after[b.key()], b.key());
+      }
     }
   }
+}
+
+TEST_CASE("batch norm, residual and ReLU over channels-last maps: values, gradients, statistics") {
+  struct Case {
+    int64_t n, c, h, w;
+    bool residual, relu;
+  };
+  const int threadsBefore = at::get_num_threads();
+  for (const Case& k : {Case{4, 64, 9, 7, false, true}, Case{3, 16, 5, 5, true, true},
+                        Case{2, 40, 3, 4, true, false}, Case{2, 8, 1, 1, false, false},
+                        Case{64, 512, 2, 2, true, true}, Case{32, 128, 8, 8, true, true}}) {
+    INFO("shape ", k.n, "x", k.c, "x", k.h, "x", k.w, k.residual ? " residual" : "",
+         k.relu ? " relu" : "");
+    const auto cl = torch::MemoryFormat::ChannelsLast;
+    // Off-centre inputs (mean 3) and non-trivial parameters and running statistics.
+    const auto x0 = (torch::randn({k.n, k.c, k.h, k.w}) * 2 + 3).contiguous(cl);
+    const auto r0 = torch::randn({k.n, k.c, k.h, k.w}).contiguous(cl);
+    const auto g = torch::randn({k.n, k.c, k.h, k.w});
+    const auto w0 = torch::rand({k.c}) + 0.5, b0 = torch::rand({k.c}) - 0.5;
+    const auto rm0 = torch::rand({k.c}) * 2 - 1, rv0 = torch::rand({k.c}) + 0.5;
+    auto fresh = [&] {
+      torch::nn::BatchNorm2d bn(k.c);
+      torch::NoGradGuard ng;
+      bn->weight.copy_(w0);
+      bn->bias.copy_(b0);
+      bn->running_mean.copy_(rm0);
+      bn->running_var.copy_(rv0);
+      return bn;
+    };
+    // The reference: torch's functional batch norm in double.
+    auto wd = w0.to(torch::kDouble).requires_grad_(), bd = b0.to(torch::kDouble).requires_grad_();
+    auto xd = x0.to(torch::kDouble).requires_grad_(), rd = r0.to(torch::kDouble).requires_grad_();
+    auto rmd = rm0.to(torch::kDouble), rvd = rv0.to(torch::kDouble);
+    auto yd = torch::batch_norm(xd, wd, bd, rmd, rvd, true, 0.1, 1e-5, false);
+    if (k.residual) yd = yd + rd;
+    if (k.relu) yd = torch::relu(yd);
+    yd.backward(g.to(torch::kDouble));
+    auto near = [](const torch::Tensor& got, const torch::Tensor& want, const char* what) {
+      INFO(what);
+      REQUIRE(got.defined());
+      REQUIRE(got.sizes() == want.sizes());
+      const double err = (got.to(torch::kDouble) - want).abs().max().item<double>();
+      CHECK(err <= 2e-5 * (1 + want.abs().max().item<double>()));
+    };
+    torch::Tensor first[6];
+    for (int threads : {1, 3}) {
+      INFO("threads ", threads);
+      at::set_num_threads(threads);
+      auto bn = fresh();
+      auto xa = x0.clone().requires_grad_(), ra = r0.clone().requires_grad_();
+      const auto y = engine::batchNormAct(bn, xa, k.residual ? ra : torch::Tensor(), k.relu);
+      CHECK(y.is_contiguous(cl));
+      y.backward(g);
+      near(y, yd.detach(), "y");
+      near(xa.grad(), xd.grad(), "dx");
+      near(bn->weight.grad(), wd.grad(), "dweight");
+      near(bn->bias.grad(), bd.grad(), "dbias");
+      near(bn->running_mean, rmd, "running mean");
+      near(bn->running_var, rvd, "running variance");
+      CHECK(bn->num_batches_tracked.item<int64_t>() == 1);
+      if (k.residual)
+        near(ra.grad(), rd.grad(), "dresidual");
+      else
+        CHECK(!ra.grad().defined());
+      // The same bits on any number of threads (sums over chunks fixed by the shape).
+      const torch::Tensor now[6] = {
+          y, xa.grad(), bn->weight.grad(), bn->bias.grad(), bn->running_mean, bn->running_var};
+      for (int i = 0; i < 6; ++i) {
+        if (threads == 1)
+          first[i] = now[i].detach().clone();
+        else
+          CHECK(torch::equal(now[i], first[i]));
+      }
+    }
+    // Evaluation without autograd (embedding): the running statistics, unchanged.
+    {
+      c10::InferenceMode inference;
+      auto bn = fresh();
+      bn->eval();
+      auto want = torch::batch_norm(x0.to(torch::kDouble), w0.to(torch::kDouble),
+                                    b0.to(torch::kDouble), rm0.to(torch::kDouble),
+                                    rv0.to(torch::kDouble), false, 0.1, 1e-5, false);
+      if (k.residual) want = want + r0.to(torch::kDouble);
+      if (k.relu) want = torch::relu(want);
+      near(engine::batchNormAct(bn, x0, k.residual ? r0 : torch::Tensor(), k.relu), want, "eval");
+      CHECK(torch::equal(bn->running_mean, rm0));
+      CHECK(bn->num_batches_tracked.item<int64_t>() == 0);
+    }
+  }
+  at::set_num_threads(threadsBefore);
+  // NCHW maps (and a single value per channel in training) go to torch's modules unchanged.
+  torch::nn::BatchNorm2d bn(3);
+  const auto x = torch::randn({2, 3, 4, 4});
+  const auto r = torch::randn({2, 3, 4, 4});
+  torch::nn::BatchNorm2d twin(3);
+  CHECK(torch::allclose(engine::batchNormAct(bn, x, r, true), torch::relu(twin(x) + r)));
+  CHECK(torch::allclose(bn->running_var, twin->running_var));
+  CHECK_THROWS(engine::batchNormAct(bn, torch::randn({1, 3, 1, 1}), {}, true));
 }
 
 TEST_CASE(

@@ -1,0 +1,94 @@
+// bench/resnet_step.cpp — one fine-tuning step of ResNet18 on the CPU (both forwards in train
+// mode, the reference losses, backward and Adam: what `saescope train` runs per batch, without
+// data loading), in the layout the app picks for the size, timed step by step after a warm-up.
+// Random images stand in for the data. Prints the median and the fastest step.
+//   usage: saescope_bench_resnet_step [SIZE=224] [BATCH=32] [STEPS=6] [THREADS=0 (all cores)]
+// Compare the engine's own CPU kernels with torch's by running it again with
+// SAESCOPE_TORCH_KERNELS=1 (bench/kernels.sh alternates the two), on an idle machine.
+#include <malloc.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine/pipeline.h"
+#include "engine/resnet.h"
+#include "engine/torch_util.h"
+
+namespace {
+// `bn N C H`: batch norm + ReLU (+ residual) forward and backward on one channels-last map.
+int benchBatchNorm(int n, int c, int h, bool residual) {
+  torch::nn::BatchNorm2d bn(c);
+  bn->train();
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const torch::Tensor x = torch::randn({n, c, h, h}).contiguous(cl).requires_grad_();
+  const torch::Tensor r = torch::randn({n, c, h, h}).contiguous(cl).requires_grad_();
+  const torch::Tensor g = torch::randn({n, c, h, h}).contiguous(cl);
+  std::vector<double> fwd, bwd;
+  for (int s = 0; s <= 8; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const torch::Tensor y = engine::batchNormAct(bn, x, residual ? r : torch::Tensor(), true);
+    const auto t1 = std::chrono::steady_clock::now();
+    y.backward(g);
+    const auto t2 = std::chrono::steady_clock::now();
+    if (s == 0) continue;
+    fwd.push_back(std::chrono::duration<double>(t1 - t0).count());
+    bwd.push_back(std::chrono::duration<double>(t2 - t1).count());
+  }
+  std::sort(fwd.begin(), fwd.end());
+  std::sort(bwd.begin(), bwd.end());
+  std::printf(
+      "batch norm + ReLU%s [%d, %d, %d, %d], %s kernels: forward %.1f ms, backward %.1f ms "
+      "(medians)\n",
+      residual ? " + residual" : "", n, c, h, h,
+      std::getenv("SAESCOPE_TORCH_KERNELS") ? "torch's" : "own", fwd[fwd.size() / 2] * 1e3,
+      bwd[bwd.size() / 2] * 1e3);
+  return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);  // as app/main.cpp: the per-step tensors in the heap
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  if (argc > 1 && std::string(argv[1]) == "bn") {
+    engine::configureThreads(0);
+    for (auto [n, c, h, res] : {std::tuple{32, 64, 112, false}, std::tuple{32, 64, 56, true},
+                                std::tuple{32, 128, 28, true}, std::tuple{32, 512, 7, true}})
+      benchBatchNorm(n, c, h, res);
+    return 0;
+  }
+  auto arg = [&](int i, int def) { return argc > i ? std::stoi(argv[i]) : def; };
+  const int size = arg(1, 224), batch = arg(2, 32), steps = arg(3, 6), threads = arg(4, 0);
+  engine::configureThreads(threads);
+  torch::manual_seed(0);
+  engine::ResNet18 model;
+  const bool channelsLast = engine::useChannelsLast(torch::kCPU, false, size);
+  if (channelsLast) engine::toChannelsLast(*model);
+  model->train();
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1e-4));
+  torch::Tensor x = torch::rand({batch, 3, size, size});
+  if (channelsLast) x = engine::toChannelsLast(x);
+  std::vector<double> times;
+  for (int s = 0; s <= steps; ++s) {  // step 0 warms up (allocations, oneDNN's kernel choice)
+    const auto t0 = std::chrono::steady_clock::now();
+    const torch::Tensor e = model->forward(x);
+    const torch::Tensor eRot = model->forward(x.flip({2, 3}));
+    const engine::FineTuneLoss loss = engine::fineTuneLoss(e, eRot);
+    opt.zero_grad();
+    loss.total.backward();
+    if (!engine::fusedAdamStep(opt)) opt.step();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s > 0) times.push_back(dt);
+  }
+  std::sort(times.begin(), times.end());
+  std::printf(
+      "resnet step %d px, batch %d, %s, %s kernels: median %.3f s, fastest %.3f s (%d steps)\n",
+      size, batch, channelsLast ? "channels-last" : "NCHW",
+      std::getenv("SAESCOPE_TORCH_KERNELS") ? "torch's" : "own", times[times.size() / 2],
+      times.front(), steps);
+  return 0;
+}
