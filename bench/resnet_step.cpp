@@ -3,6 +3,9 @@
 // data loading), in the layout the app picks for the size, timed step by step after a warm-up.
 // Random images stand in for the data. Prints the median and the fastest step.
 //   usage: saescope_bench_resnet_step [SIZE=224] [BATCH=32] [STEPS=6] [THREADS=0 (all cores)]
+//          saescope_bench_resnet_step bn    (the stem's pooling and the batch norms of 224 px
+//          alone; the first touch of fresh memory, which glibc's heap gives these 100 MB maps in a
+//          short loop, is timed too)
 // Compare the engine's own CPU kernels with torch's by running it again with
 // SAESCOPE_TORCH_KERNELS=1 (bench/kernels.sh alternates the two), on an idle machine.
 #include <malloc.h>
@@ -20,7 +23,7 @@
 #include "engine/torch_util.h"
 
 namespace {
-// `bn N C H`: batch norm + ReLU (+ residual) forward and backward on one channels-last map.
+// Batch norm + ReLU (+ residual) forward and backward on one channels-last map.
 int benchBatchNorm(int n, int c, int h, bool residual) {
   torch::nn::BatchNorm2d bn(c);
   bn->train();
@@ -33,7 +36,11 @@ int benchBatchNorm(int n, int c, int h, bool residual) {
     const auto t0 = std::chrono::steady_clock::now();
     const torch::Tensor y = engine::batchNormAct(bn, x, residual ? r : torch::Tensor(), true);
     const auto t1 = std::chrono::steady_clock::now();
-    y.backward(g);
+    // The gradients returned, not accumulated into x.grad (that add is not the kernels').
+    if (residual)
+      torch::autograd::grad({y}, {x, r}, {g});
+    else
+      torch::autograd::grad({y}, {x}, {g});
     const auto t2 = std::chrono::steady_clock::now();
     if (s == 0) continue;
     fwd.push_back(std::chrono::duration<double>(t1 - t0).count());
@@ -56,6 +63,29 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (argc > 1 && std::string(argv[1]) == "bn") {
     engine::configureThreads(0);
+    {  // the stem's pooling, channels-last
+      const auto x = torch::randn({32, 64, 112, 112})
+                         .contiguous(at::MemoryFormat::ChannelsLast)
+                         .requires_grad_();
+      const auto g = torch::randn({32, 64, 56, 56}).contiguous(at::MemoryFormat::ChannelsLast);
+      std::vector<double> fwd, bwd;
+      for (int s = 0; s <= 8; ++s) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const torch::Tensor y = engine::stemMaxPool(x);
+        const auto t1 = std::chrono::steady_clock::now();
+        torch::autograd::grad({y}, {x}, {g});
+        const auto t2 = std::chrono::steady_clock::now();
+        if (s == 0) continue;
+        fwd.push_back(std::chrono::duration<double>(t1 - t0).count());
+        bwd.push_back(std::chrono::duration<double>(t2 - t1).count());
+      }
+      std::sort(fwd.begin(), fwd.end());
+      std::sort(bwd.begin(), bwd.end());
+      std::printf(
+          "max pooling [32, 64, 112, 112], %s kernels: forward %.1f ms, backward %.1f ms "
+          "(medians)\n",
+          std::getenv("SAESCOPE_TORCH_KERNELS") ? "torch's" : "own", fwd[4] * 1e3, bwd[4] * 1e3);
+    }
     for (auto [n, c, h, res] : {std::tuple{32, 64, 112, false}, std::tuple{32, 64, 56, true},
                                 std::tuple{32, 128, 28, true}, std::tuple{32, 512, 7, true}})
       benchBatchNorm(n, c, h, res);

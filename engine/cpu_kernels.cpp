@@ -77,6 +77,78 @@ void maxPoolBackwardPlane(const float* gradOut, const int32_t* idx, int64_t outP
 }
 
 namespace {
+// One window position of a channels-last pooling: o = max(o, v) by torch's rule (greater or NaN
+// replaces), ix = pos where it replaced.
+SAESCOPE_CLONES void poolTake(const float* __restrict v, int32_t pos, int64_t c,
+                              float* __restrict o, int32_t* __restrict ix) {
+  for (int64_t j = 0; j < c; ++j) {
+    const bool take = (v[j] > o[j]) | (v[j] != v[j]);
+    o[j] = take ? v[j] : o[j];
+    ix[j] = take ? pos : ix[j];
+  }
+}
+SAESCOPE_CLONES void poolMax(const float* __restrict v, int64_t c, float* __restrict o) {
+  for (int64_t j = 0; j < c; ++j) {
+    const bool take = (v[j] > o[j]) | (v[j] != v[j]);
+    o[j] = take ? v[j] : o[j];
+  }
+}
+// g += gradOut where ix == pos (a bit mask: vectorises).
+SAESCOPE_CLONES void poolGather(const float* __restrict go, const int32_t* __restrict ix,
+                                int32_t pos, int64_t c, float* __restrict g) {
+  for (int64_t j = 0; j < c; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, &go[j], sizeof bits);
+    bits &= ix[j] == pos ? ~0u : 0u;
+    float v;
+    std::memcpy(&v, &bits, sizeof v);
+    g[j] += v;
+  }
+}
+}  // namespace
+
+void maxPool3x3s2ChannelsLast(const float* in, int64_t h, int64_t w, int64_t c, int64_t oh0,
+                              int64_t oh1, float* out, int32_t* idx) {
+  const int64_t ow = pooled3x3s2(w);
+  for (int64_t y = oh0; y < oh1; ++y) {
+    const int64_t ra = std::max<int64_t>(2 * y - 1, 0), rb = std::min<int64_t>(2 * y + 1, h - 1);
+    for (int64_t x = 0; x < ow; ++x) {
+      const int64_t ca = std::max<int64_t>(2 * x - 1, 0), cb = std::min<int64_t>(2 * x + 1, w - 1);
+      float* o = out + (y * ow + x) * c;
+      int32_t* ix = idx ? idx + (y * ow + x) * c : nullptr;
+      const float* first = in + (ra * w + ca) * c;
+      std::copy(first, first + c, o);
+      if (ix) std::fill(ix, ix + c, static_cast<int32_t>(ra * w + ca));
+      for (int64_t r = ra; r <= rb; ++r)
+        for (int64_t col = r == ra ? ca + 1 : ca; col <= cb; ++col) {
+          const float* v = in + (r * w + col) * c;
+          if (ix)
+            poolTake(v, static_cast<int32_t>(r * w + col), c, o, ix);
+          else
+            poolMax(v, c, o);
+        }
+    }
+  }
+}
+
+void maxPool3x3s2ChannelsLastBackward(const float* gradOut, const int32_t* idx, int64_t h,
+                                      int64_t w, int64_t c, int64_t r0, int64_t r1, float* gradIn) {
+  const int64_t oh = pooled3x3s2(h), ow = pooled3x3s2(w);
+  // The outputs whose window holds input index i along an axis of n outputs: [i/2, (i+1)/2].
+  auto first = [](int64_t i) { return i / 2; };
+  auto last = [](int64_t i, int64_t n) { return std::min<int64_t>((i + 1) / 2, n - 1); };
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t col = 0; col < w; ++col) {
+      float* g = gradIn + (r * w + col) * c;
+      std::fill(g, g + c, 0.f);
+      const auto pos = static_cast<int32_t>(r * w + col);
+      for (int64_t y = first(r); y <= last(r, oh); ++y)
+        for (int64_t x = first(col); x <= last(col, ow); ++x)
+          poolGather(gradOut + (y * ow + x) * c, idx + (y * ow + x) * c, pos, c, g);
+    }
+}
+
+namespace {
 // One row of the tap matrix: row[c*P + q] = wo[c*9 + tap[q]], P fixed (the inner loop unrolls).
 template <int P>
 SAESCOPE_CLONES void tapRow(const float* __restrict wo, int64_t ci, const int* tap,

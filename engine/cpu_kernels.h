@@ -25,6 +25,17 @@ void maxPool3x3s2Plane(const float* in, int64_t h, int64_t w, float* out, int32_
 void maxPoolBackwardPlane(const float* gradOut, const int32_t* idx, int64_t outPlane, float* gradIn,
                           int64_t inPlane);
 
+// The same pooling over one channels-last image [h, w, c] (any h, w): out [oh, ow, c] for output
+// rows [oh0, oh1), idx (may be null) each output's argmax plane position r*w + col per channel,
+// as torch's channels-last kernel finds it (the same scan order and rule, bit for bit).
+void maxPool3x3s2ChannelsLast(const float* in, int64_t h, int64_t w, int64_t c, int64_t oh0,
+                              int64_t oh1, float* out, int32_t* idx);
+// Its backward for input rows [r0, r1) of one image: each input's gradient is the sum, in output
+// order, of the gradients of the outputs whose argmax it is (torch's scatter, as a gather: each
+// input written once, no zero fill).
+void maxPool3x3s2ChannelsLastBackward(const float* gradOut, const int32_t* idx, int64_t h,
+                                      int64_t w, int64_t c, int64_t r0, int64_t r1, float* gradIn);
+
 // A 3x3 convolution (stride 1, padding 1) over a map of h x w <= 2 x 2 positions, P = h*w, is one
 // matrix product: every output position sees every input position, through tap
 // t(p, q) = (qy - py + 1)*3 + (qx - px + 1). ResNet18's last stage at 64 px (2x2 maps).

@@ -24,42 +24,76 @@ bool ownCpuKernels() {
 // LibTorch 1.13's NCHW max pooling took 10-25 ms a call on a [32, 64, 32, 32] batch and 160-270 ms
 // on [32, 64, 112, 112] here (one thread: 19-25 and 250-270 ms); kernels::maxPool3x3s2Plane gives
 // the same values and indices, plane by plane, in vector lanes (2.6 and 26 ms on one thread).
+// Channels-last (224 px), torch's pooling took 35 ms a call on [32, 64, 112, 112] (two threads)
+// and its backward zero-fills the 103 MB gradient before scattering into it; the engine's runs
+// vectors of channels and gathers each input's gradient once.
 
-// x: contiguous [N, C, H, W] float on the CPU, W even. idx (optional): the argmax of each output
-// within its plane, h*W + w, as torch's max_pool2d_with_indices gives it (in int32).
+bool channelsLastOnly(const torch::Tensor& x) {  // channels-last, and not NCHW-contiguous too
+  return !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// x: [N, C, H, W] float on the CPU, contiguous NCHW with W even, or channels-last (any W).
+// idx (optional): the argmax of each output within its plane, h*W + w, as torch's
+// max_pool2d_with_indices gives it (in int32), in x's layout.
 torch::Tensor stemMaxPoolForward(const torch::Tensor& x, torch::Tensor* idx) {
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t oh = kernels::pooled3x3s2(h), ow = kernels::pooled3x3s2(w);
-  torch::Tensor y = torch::empty({n, c, oh, ow}, x.options());
+  const bool cl = channelsLastOnly(x);
+  const auto layout = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  torch::Tensor y = torch::empty({n, c, oh, ow}, x.options().memory_format(layout));
   torch::Tensor ind;
-  if (idx) ind = torch::empty({n, c, oh, ow}, x.options().dtype(torch::kInt32));
+  if (idx)
+    ind = torch::empty({n, c, oh, ow}, x.options().dtype(torch::kInt32).memory_format(layout));
   const float* in = x.data_ptr<float>();
   float* out = y.data_ptr<float>();
   int32_t* outIdx = idx ? ind.data_ptr<int32_t>() : nullptr;
-  at::parallel_for(0, n * c, 1, [&](int64_t p0, int64_t p1) {
-    std::vector<float> v(h * ow);
-    std::vector<int32_t> pos(h * ow);
-    for (int64_t p = p0; p < p1; ++p)
-      kernels::maxPool3x3s2Plane(in + p * h * w, h, w, out + p * oh * ow,
-                                 outIdx ? outIdx + p * oh * ow : nullptr, v.data(), pos.data());
-  });
+  if (cl) {  // images x output rows
+    at::parallel_for(0, n * oh, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t i = t / oh, r = t % oh;
+        kernels::maxPool3x3s2ChannelsLast(in + i * h * w * c, h, w, c, r, r + 1,
+                                          out + i * oh * ow * c,
+                                          outIdx ? outIdx + i * oh * ow * c : nullptr);
+      }
+    });
+  } else {
+    at::parallel_for(0, n * c, 1, [&](int64_t p0, int64_t p1) {
+      std::vector<float> v(h * ow);
+      std::vector<int32_t> pos(h * ow);
+      for (int64_t p = p0; p < p1; ++p)
+        kernels::maxPool3x3s2Plane(in + p * h * w, h, w, out + p * oh * ow,
+                                   outIdx ? outIdx + p * oh * ow : nullptr, v.data(), pos.data());
+    });
+  }
   if (idx) *idx = ind;
   return y;
 }
 
 torch::Tensor stemMaxPoolBackward(const torch::Tensor& gradOut, const torch::Tensor& idx, int64_t h,
                                   int64_t w) {
-  const torch::Tensor g = gradOut.contiguous();
-  const int64_t n = g.size(0), c = g.size(1), outPlane = g.size(2) * g.size(3);
-  torch::Tensor gin = torch::empty({n, c, h, w}, g.options());
+  const bool cl = channelsLastOnly(idx);
+  const auto layout = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const torch::Tensor g = gradOut.contiguous(layout);
+  const int64_t n = g.size(0), c = g.size(1), oh = g.size(2), ow = g.size(3);
+  torch::Tensor gin = torch::empty({n, c, h, w}, g.options().memory_format(layout));
   const float* gp = g.data_ptr<float>();
   const int32_t* ip = idx.data_ptr<int32_t>();
   float* dst = gin.data_ptr<float>();
-  at::parallel_for(0, n * c, 1, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p)
-      kernels::maxPoolBackwardPlane(gp + p * outPlane, ip + p * outPlane, outPlane, dst + p * h * w,
-                                    h * w);
-  });
+  if (cl) {  // images x input rows
+    at::parallel_for(0, n * h, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t i = t / h, r = t % h;
+        kernels::maxPool3x3s2ChannelsLastBackward(gp + i * oh * ow * c, ip + i * oh * ow * c, h, w,
+                                                  c, r, r + 1, dst + i * h * w * c);
+      }
+    });
+  } else {
+    at::parallel_for(0, n * c, 1, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p)
+        kernels::maxPoolBackwardPlane(gp + p * oh * ow, ip + p * oh * ow, oh * ow, dst + p * h * w,
+                                      h * w);
+    });
+  }
   return gin;
 }
 
@@ -371,9 +405,9 @@ torch::Tensor ResNet18Impl::forward(const torch::Tensor& x) {
 
 torch::Tensor stemMaxPool(const torch::Tensor& x) {
   const bool ours = ownCpuKernels() && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
-                    x.dim() == 4 && x.is_contiguous() && x.size(2) > 0 && x.size(3) > 0 &&
-                    x.size(3) % 2 == 0 &&
-                    x.size(2) * x.size(3) <= std::numeric_limits<int32_t>::max() && x.numel() > 0;
+                    x.dim() == 4 && x.numel() > 0 &&
+                    ((x.is_contiguous() && x.size(3) % 2 == 0) || channelsLastOnly(x)) &&
+                    x.size(2) * x.size(3) <= std::numeric_limits<int32_t>::max();
   if (!ours) return torch::max_pool2d(x, 3, 2, 1);
   if (torch::GradMode::is_enabled() && x.requires_grad()) return StemMaxPool::apply(x);
   return stemMaxPoolForward(x, nullptr);

@@ -34,9 +34,10 @@ struct ResNet18Impl : torch::nn::Module {
 };
 TORCH_MODULE(ResNet18);
 
-// max_pool2d(x, 3, 2, 1), as ResNet's stem pools: on the CPU in fp32 (contiguous NCHW) by the
-// engine's own loops (the same values, indices and gradients as torch's, bit for bit, several
-// times faster), elsewhere torch's. SAESCOPE_TORCH_KERNELS=1 uses torch's everywhere.
+// max_pool2d(x, 3, 2, 1), as ResNet's stem pools: on the CPU in fp32 (contiguous NCHW of even
+// width, or channels-last) by the engine's own loops (the same values, indices and gradients as
+// torch's, bit for bit, several times faster), elsewhere torch's. SAESCOPE_TORCH_KERNELS=1 uses
+// torch's everywhere.
 torch::Tensor stemMaxPool(const torch::Tensor& x);
 
 // act(bn(x) + residual), act = ReLU or identity, residual optional (undefined). On the CPU in

@@ -376,42 +376,55 @@ TEST_CASE("the stem's max pooling is torch's, bit for bit: values, gradients, ti
                                                       {1, 1, 2, 2}, {1, 2, 3, 5}, {2, 4, 32, 31},
                                                       {1, 1, 1, 6}};
   for (const auto& sh : shapes) {
-    INFO("shape ", sh[0], "x", sh[1], "x", sh[2], "x", sh[3]);
-    for (bool specials : {false, true}) {
-      auto x0 = torch::empty({sh[0], sh[1], sh[2], sh[3]});
-      float* p = x0.data_ptr<float>();
-      for (int64_t i = 0; i < x0.numel(); ++i) p[i] = 0.25f * static_cast<float>(small(rng));
-      if (specials)  // NaN (the last one in a window wins) and -inf (never replaces the first)
-        for (int64_t i = 0; i < x0.numel(); ++i)
-          if (i % 7 == 3)
-            p[i] = NAN;
-          else if (i % 5 == 1 || i % 11 == 0)
-            p[i] = -INFINITY;
-      const auto g = torch::randn({sh[0], sh[1], (sh[2] - 1) / 2 + 1, (sh[3] - 1) / 2 + 1});
+    for (bool channelsLast : {false, true}) {  // NCHW of odd width: torch's (the same, trivially)
+      INFO("shape ", sh[0], "x", sh[1], "x", sh[2], "x", sh[3],
+           std::string(channelsLast ? " channels-last" : " NCHW"));
+      for (bool specials : {false, true}) {
+        auto x0 = torch::empty({sh[0], sh[1], sh[2], sh[3]});
+        float* p = x0.data_ptr<float>();
+        for (int64_t i = 0; i < x0.numel(); ++i) p[i] = 0.25f * static_cast<float>(small(rng));
+        if (specials)  // NaN (the last one in a window wins) and -inf (never replaces the first)
+          for (int64_t i = 0; i < x0.numel(); ++i)
+            if (i % 7 == 3)
+              p[i] = NAN;
+            else if (i % 5 == 1 || i % 11 == 0)
+              p[i] = -INFINITY;
+        if (channelsLast) x0 = x0.contiguous(torch::MemoryFormat::ChannelsLast);
+        const auto g = torch::randn({sh[0], sh[1], (sh[2] - 1) / 2 + 1, (sh[3] - 1) / 2 + 1});
 
-      auto xa = x0.clone().requires_grad_();
-      auto xb = x0.clone().requires_grad_();
-      const auto ours = engine::stemMaxPool(xa);
-      const auto theirs = torch::max_pool2d(xb, 3, 2, 1);
-      REQUIRE(ours.sizes() == theirs.sizes());
-      // The same values, NaN where torch has NaN.
-      CHECK(torch::equal(torch::isnan(ours), torch::isnan(theirs)));
-      CHECK(torch::equal(torch::nan_to_num(ours, 7.f), torch::nan_to_num(theirs, 7.f)));
-      (ours * g).sum().backward();
-      (theirs * g).sum().backward();
-      // The gradient lands where torch's does: the same argmax, ties and NaN included.
-      CHECK(torch::equal(xa.grad(), xb.grad()));
-      {
-        torch::NoGradGuard ng;  // the forward-only path (embedding) gives the same values
-        CHECK(torch::equal(torch::nan_to_num(engine::stemMaxPool(x0), 7.f),
-                           torch::nan_to_num(theirs, 7.f)));
+        auto xa = x0.clone().requires_grad_();
+        auto xb = x0.clone().requires_grad_();
+        const auto ours = engine::stemMaxPool(xa);
+        const auto theirs = torch::max_pool2d(xb, 3, 2, 1);
+        REQUIRE(ours.sizes() == theirs.sizes());
+        CHECK(ours.is_contiguous(x0.suggest_memory_format()));  // the input's layout
+        // The same values, NaN where torch has NaN.
+        CHECK(torch::equal(torch::isnan(ours), torch::isnan(theirs)));
+        CHECK(torch::equal(torch::nan_to_num(ours, 7.f), torch::nan_to_num(theirs, 7.f)));
+        (ours * g).sum().backward();
+        (theirs * g).sum().backward();
+        // The gradient lands where torch's does: the same argmax, ties and NaN included.
+        CHECK(torch::equal(xa.grad(), xb.grad()));
+        {
+          torch::NoGradGuard ng;  // the forward-only path (embedding) gives the same values
+          CHECK(torch::equal(torch::nan_to_num(engine::stemMaxPool(x0), 7.f),
+                             torch::nan_to_num(theirs, 7.f)));
+        }
       }
     }
   }
-  // Where the engine's loops do not apply, torch's runs: a channels-last batch gets the same.
-  const auto x = torch::randn({2, 3, 9, 10});
-  CHECK(torch::equal(engine::stemMaxPool(x.contiguous(torch::MemoryFormat::ChannelsLast)),
-                     torch::max_pool2d(x, 3, 2, 1)));
+  // Over several threads (the channels-last loops split images x rows), a stem-sized map.
+  const int threadsBefore = at::get_num_threads();
+  at::set_num_threads(3);
+  const auto x = torch::randn({3, 64, 28, 28}).contiguous(torch::MemoryFormat::ChannelsLast);
+  auto xa = x.clone().requires_grad_(), xb = x.clone().requires_grad_();
+  const auto g = torch::randn({3, 64, 14, 14});
+  const auto ours = engine::stemMaxPool(xa), theirs = torch::max_pool2d(xb, 3, 2, 1);
+  CHECK(torch::equal(ours, theirs));
+  (ours * g).sum().backward();
+  (theirs * g).sum().backward();
+  CHECK(torch::equal(xa.grad(), xb.grad()));
+  at::set_num_threads(threadsBefore);
 }
 
 TEST_CASE("feature index and computeTopK equal a brute-force stable ranking") {
