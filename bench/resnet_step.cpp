@@ -23,38 +23,64 @@
 #include "engine/torch_util.h"
 
 namespace {
-// Batch norm + ReLU (+ residual) forward and backward on one channels-last map.
-int benchBatchNorm(int n, int c, int h, bool residual) {
-  torch::nn::BatchNorm2d bn(c);
-  bn->train();
-  const auto cl = at::MemoryFormat::ChannelsLast;
-  const torch::Tensor x = torch::randn({n, c, h, h}).contiguous(cl).requires_grad_();
-  const torch::Tensor r = torch::randn({n, c, h, h}).contiguous(cl).requires_grad_();
-  const torch::Tensor g = torch::randn({n, c, h, h}).contiguous(cl);
+const char* kernelsName() {
+  return std::getenv("SAESCOPE_TORCH_KERNELS") ? "torch's" : "own";
+}
+
+// Median milliseconds of forward() and of backward(its output) over 8 rounds after a warm-up.
+// The gradients are returned, not accumulated into a leaf's .grad (that add is not the kernels').
+template <class F, class B>
+std::pair<double, double> medianMs(F&& forward, B&& backward) {
   std::vector<double> fwd, bwd;
   for (int s = 0; s <= 8; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
-    const torch::Tensor y = engine::batchNormAct(bn, x, residual ? r : torch::Tensor(), true);
+    const torch::Tensor y = forward();
     const auto t1 = std::chrono::steady_clock::now();
-    // The gradients returned, not accumulated into x.grad (that add is not the kernels').
-    if (residual)
-      torch::autograd::grad({y}, {x, r}, {g});
-    else
-      torch::autograd::grad({y}, {x}, {g});
+    backward(y);
     const auto t2 = std::chrono::steady_clock::now();
     if (s == 0) continue;
-    fwd.push_back(std::chrono::duration<double>(t1 - t0).count());
-    bwd.push_back(std::chrono::duration<double>(t2 - t1).count());
+    fwd.push_back(std::chrono::duration<double>(t1 - t0).count() * 1e3);
+    bwd.push_back(std::chrono::duration<double>(t2 - t1).count() * 1e3);
   }
   std::sort(fwd.begin(), fwd.end());
   std::sort(bwd.begin(), bwd.end());
-  std::printf(
-      "batch norm + ReLU%s [%d, %d, %d, %d], %s kernels: forward %.1f ms, backward %.1f ms "
-      "(medians)\n",
-      residual ? " + residual" : "", n, c, h, h,
-      std::getenv("SAESCOPE_TORCH_KERNELS") ? "torch's" : "own", fwd[fwd.size() / 2] * 1e3,
-      bwd[bwd.size() / 2] * 1e3);
-  return 0;
+  return {fwd[fwd.size() / 2], bwd[bwd.size() / 2]};
+}
+
+// The stem's pooling and the batch norms (+ ReLU, + residual) of 224 px, channels-last.
+void benchKernels() {
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  {
+    const auto x = torch::randn({32, 64, 112, 112}).contiguous(cl).requires_grad_();
+    const auto g = torch::randn({32, 64, 56, 56}).contiguous(cl);
+    const auto [f, b] =
+        medianMs([&] { return engine::stemMaxPool(x); },
+                 [&](const torch::Tensor& y) { torch::autograd::grad({y}, {x}, {g}); });
+    std::printf(
+        "max pooling [32, 64, 112, 112], %s kernels: forward %.1f ms, backward %.1f ms "
+        "(medians)\n",
+        kernelsName(), f, b);
+  }
+  for (auto [n, c, h, residual] : {std::tuple{32, 64, 112, false}, std::tuple{32, 64, 56, true},
+                                   std::tuple{32, 128, 28, true}, std::tuple{32, 512, 7, true}}) {
+    torch::nn::BatchNorm2d bn(c);
+    bn->train();
+    const torch::Tensor x = torch::randn({n, c, h, h}).contiguous(cl).requires_grad_();
+    const torch::Tensor r = torch::randn({n, c, h, h}).contiguous(cl).requires_grad_();
+    const torch::Tensor g = torch::randn({n, c, h, h}).contiguous(cl);
+    const auto [f, b] =
+        medianMs([&] { return engine::batchNormAct(bn, x, residual ? r : torch::Tensor(), true); },
+                 [&](const torch::Tensor& y) {
+                   if (residual)
+                     torch::autograd::grad({y}, {x, r}, {g});
+                   else
+                     torch::autograd::grad({y}, {x}, {g});
+                 });
+    std::printf(
+        "batch norm + ReLU%s [%d, %d, %d, %d], %s kernels: forward %.1f ms, backward %.1f "
+        "ms (medians)\n",
+        residual ? " + residual" : "", n, c, h, h, kernelsName(), f, b);
+  }
 }
 }  // namespace
 
@@ -63,32 +89,7 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (argc > 1 && std::string(argv[1]) == "bn") {
     engine::configureThreads(0);
-    {  // the stem's pooling, channels-last
-      const auto x = torch::randn({32, 64, 112, 112})
-                         .contiguous(at::MemoryFormat::ChannelsLast)
-                         .requires_grad_();
-      const auto g = torch::randn({32, 64, 56, 56}).contiguous(at::MemoryFormat::ChannelsLast);
-      std::vector<double> fwd, bwd;
-      for (int s = 0; s <= 8; ++s) {
-        const auto t0 = std::chrono::steady_clock::now();
-        const torch::Tensor y = engine::stemMaxPool(x);
-        const auto t1 = std::chrono::steady_clock::now();
-        torch::autograd::grad({y}, {x}, {g});
-        const auto t2 = std::chrono::steady_clock::now();
-        if (s == 0) continue;
-        fwd.push_back(std::chrono::duration<double>(t1 - t0).count());
-        bwd.push_back(std::chrono::duration<double>(t2 - t1).count());
-      }
-      std::sort(fwd.begin(), fwd.end());
-      std::sort(bwd.begin(), bwd.end());
-      std::printf(
-          "max pooling [32, 64, 112, 112], %s kernels: forward %.1f ms, backward %.1f ms "
-          "(medians)\n",
-          std::getenv("SAESCOPE_TORCH_KERNELS") ? "torch's" : "own", fwd[4] * 1e3, bwd[4] * 1e3);
-    }
-    for (auto [n, c, h, res] : {std::tuple{32, 64, 112, false}, std::tuple{32, 64, 56, true},
-                                std::tuple{32, 128, 28, true}, std::tuple{32, 512, 7, true}})
-      benchBatchNorm(n, c, h, res);
+    benchKernels();
     return 0;
   }
   auto arg = [&](int i, int def) { return argc > i ? std::stoi(argv[i]) : def; };
@@ -117,8 +118,7 @@ int main(int argc, char** argv) {
   std::sort(times.begin(), times.end());
   std::printf(
       "resnet step %d px, batch %d, %s, %s kernels: median %.3f s, fastest %.3f s (%d steps)\n",
-      size, batch, channelsLast ? "channels-last" : "NCHW",
-      std::getenv("SAESCOPE_TORCH_KERNELS") ? "torch's" : "own", times[times.size() / 2],
+      size, batch, channelsLast ? "channels-last" : "NCHW", kernelsName(), times[times.size() / 2],
       times.front(), steps);
   return 0;
 }
