@@ -269,14 +269,14 @@ SAESCOPE_CLONES void backwardSums(const float* __restrict dy, const float* __res
 template <bool Relu, bool Res>
 SAESCOPE_CLONES void backwardInput(const float* __restrict dy, const float* __restrict y,
                                    const float* __restrict x, int64_t c, int64_t r0, int64_t r1,
-                                   const float* __restrict a, const float* __restrict k,
-                                   const float* __restrict d, float* __restrict dx,
-                                   float* __restrict dres) {
+                                   const float* __restrict a, const float* __restrict gm,
+                                   const float* __restrict k, const float* __restrict mean,
+                                   float* __restrict dx, float* __restrict dres) {
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t o = r * c;
     for (int64_t j = 0; j < c; ++j) {
       const float g = passed<Relu>(dy[o + j], y, o + j);
-      dx[o + j] = a[j] * g - k[j] * x[o + j] + d[j];
+      dx[o + j] = a[j] * (g - gm[j]) - k[j] * (x[o + j] - mean[j]);
       if constexpr (Res) dres[o + j] = g;
     }
   }
@@ -292,16 +292,16 @@ void bnBackwardSums(const float* dy, const float* y, const float* x, int64_t c, 
 }
 
 void bnBackwardInput(const float* dy, const float* y, const float* x, int64_t c, int64_t r0,
-                     int64_t r1, const float* a, const float* k, const float* d, float* dx,
-                     float* dres) {
+                     int64_t r1, const float* a, const float* gm, const float* k, const float* mean,
+                     float* dx, float* dres) {
   if (y && dres)
-    backwardInput<true, true>(dy, y, x, c, r0, r1, a, k, d, dx, dres);
+    backwardInput<true, true>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
   else if (y)
-    backwardInput<true, false>(dy, y, x, c, r0, r1, a, k, d, dx, dres);
+    backwardInput<true, false>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
   else if (dres)
-    backwardInput<false, true>(dy, y, x, c, r0, r1, a, k, d, dx, dres);
+    backwardInput<false, true>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
   else
-    backwardInput<false, false>(dy, y, x, c, r0, r1, a, k, d, dx, dres);
+    backwardInput<false, false>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
 }
 
 }  // namespace engine::kernels

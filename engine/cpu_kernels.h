@@ -69,9 +69,11 @@ void scaleShiftAct(const float* x, const float* res, int64_t c, int64_t r0, int6
 void bnBackwardSums(const float* dy, const float* y, const float* x, int64_t c, int64_t r0,
                     int64_t r1, const float* mean, double* sg, double* sgx);
 
-// dx = a[j]·g − k[j]·x + d[j] (g as above); dres = g where dres is not null.
+// dx = a[j]·(g − gm[j]) − k[j]·(x − mean[j]) (g as above; the differences first, as torch's
+// kernel: folding them into one offset per channel cancels badly when the mean is large against
+// the spread); dres = g where dres is not null.
 void bnBackwardInput(const float* dy, const float* y, const float* x, int64_t c, int64_t r0,
-                     int64_t r1, const float* a, const float* k, const float* d, float* dx,
-                     float* dres);
+                     int64_t r1, const float* a, const float* gm, const float* k, const float* mean,
+                     float* dx, float* dres);
 
 }  // namespace engine::kernels

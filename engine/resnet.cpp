@@ -321,21 +321,21 @@ struct BatchNormActFn : torch::autograd::Function<BatchNormActFn> {
     });
     torch::Tensor dx, dw, db, dres;
     if (ctx->needs_input_grad(0) || ctx->needs_input_grad(3)) {
-      // dx = weight·invstd·(g − mean(g) − x̂·mean(g·x̂)) = a·g − k·x + d per channel.
-      std::vector<float> a(c), k(c), d(c);
+      // dx = weight·invstd·(g − mean(g) − x̂·mean(g·x̂)) = a·(g − gm) − k·(x − mean).
+      std::vector<float> a(c), gm(c), k(c);
       for (int64_t j = 0; j < c; ++j) {
         const double aj = static_cast<double>(w[j]) * is[j];
-        const double kj = aj * is[j] * is[j] * sgx[j] / rows;
         a[j] = static_cast<float>(aj);
-        k[j] = static_cast<float>(kj);
-        d[j] = static_cast<float>(kj * m[j] - aj * sg[j] / rows);
+        gm[j] = static_cast<float>(sg[j] / rows);
+        k[j] = static_cast<float>(aj * is[j] * is[j] * sgx[j] / rows);
       }
       dx = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
       if (ctx->needs_input_grad(3)) dres = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
       float* dxp = dx.data_ptr<float>();
       float* drp = dres.defined() ? dres.data_ptr<float>() : nullptr;
       forChunks(rows, c, [&](int64_t, int64_t r0, int64_t r1) {
-        kernels::bnBackwardInput(dyp, yp, xp, c, r0, r1, a.data(), k.data(), d.data(), dxp, drp);
+        kernels::bnBackwardInput(dyp, yp, xp, c, r0, r1, a.data(), gm.data(), k.data(), m, dxp,
+                                 drp);
       });
       if (!ctx->needs_input_grad(0)) dx = torch::Tensor();
     }

@@ -37,17 +37,20 @@ run_asan() {
   local t0=$SECONDS
   configure build-asan "-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
     -DSAESCOPE_GUI=ON -DSAESCOPE_TESTS=ON -DSAESCOPE_BENCH=OFF
-  cmake --build build-asan -j"$jobs"
+  cmake --build build-asan -j"$jobs" || return 1
   echo "sanitize: asan build took $((SECONDS - t0)) s"
   t0=$SECONDS
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   local common="abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0:strict_string_checks=1"
+  local rc=0
   (cd build-asan &&
     ASAN_OPTIONS="$common:detect_leaks=1" \
       ctest --output-on-failure -R "$core_tests" --timeout 1800 -j"$jobs" &&
     ASAN_OPTIONS="$common:detect_leaks=0" \
-      ctest --output-on-failure -E "$core_tests" --label-exclude gpu --timeout 1800 -j"$jobs")
+      ctest --output-on-failure -E "$core_tests" --label-exclude gpu --timeout 1800 -j"$jobs") ||
+    rc=$?
   echo "sanitize: asan tests took $((SECONDS - t0)) s"
+  return $rc
 }
 
 run_tsan() {
@@ -63,18 +66,29 @@ run_tsan() {
     targets+=(saescope_gui_driver test_gui)
     tests='^(test_core|test_study|test_gui_units|test_gui)$'
   fi
-  cmake --build build-tsan -j"$jobs" --target "${targets[@]}"
+  cmake --build build-tsan -j"$jobs" --target "${targets[@]}" || return 1
   echo "sanitize: tsan build took $((SECONDS - t0)) s"
   t0=$SECONDS
   export OMP_NUM_THREADS=1
   export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp:halt_on_error=1:second_deadlock_stack=1:history_size=4"
-  (cd build-tsan && ctest --output-on-failure -R "$tests" --timeout 1800 -j"$jobs")
+  local rc=0
+  (cd build-tsan && ctest --output-on-failure -R "$tests" --timeout 1800 -j"$jobs") || rc=$?
   echo "sanitize: tsan tests took $((SECONDS - t0)) s"
+  return $rc
 }
 
+# A function's status is returned explicitly: `set -e` does not apply inside one called from an
+# && list or an if, so a failing ctest there would otherwise end in "success" (it did, until
+# 2026-11-28). "all" runs both and fails if either failed.
 case $what in
   asan) run_asan ;;
   tsan) run_tsan ;;
-  all) run_asan && run_tsan ;;
+  all)
+    rc=0
+    run_asan || rc=1
+    run_tsan || rc=1
+    if [ $rc -ne 0 ]; then echo "sanitize: FAILED (see above)" >&2; fi
+    exit $rc
+    ;;
   *) echo "usage: $0 [asan|tsan|all]" >&2; exit 2 ;;
 esac
