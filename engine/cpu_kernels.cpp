@@ -11,6 +11,21 @@
 namespace engine::kernels {
 
 namespace {
+// Torch's max-pooling rule: v replaces the running maximum m when it is greater or NaN.
+inline bool replacesMax(float v, float m) {
+  return (v > m) | (v != v);
+}
+
+// v where keep, else +0: a bit mask rather than a select (GCC 12 does not vectorise a float select
+// in a loop that also widens to double or compares int32).
+inline float keepBits(float v, bool keep) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits &= keep ? ~0u : 0u;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
 // The 3-wide maxima of every row of a plane of even width w = 2*ow: v[t] and its position in the
 // plane pos[t], t = r*ow + j. Output column j of row r reads the plane's elements 2t-1, 2t, 2t+1:
 // one strided pass over the whole plane, then each row's first window (no left column) again.
@@ -19,15 +34,15 @@ SAESCOPE_CLONES void rowMaxima(const float* __restrict in, int64_t h, int64_t ow
   const int64_t n = h * ow;
   for (int64_t t = 1; t < n; ++t) {
     const float a = in[2 * t - 1], b = in[2 * t], c = in[2 * t + 1];
-    const bool tb = (b > a) | (b != b);
+    const bool tb = replacesMax(b, a);
     const float m = tb ? b : a;
-    const bool tc = (c > m) | (c != c);
+    const bool tc = replacesMax(c, m);
     v[t] = tc ? c : m;
     pos[t] = static_cast<int32_t>(2 * t - 1) + (tc ? 2 : tb ? 1 : 0);
   }
   for (int64_t r = 0; r < h; ++r) {
     const int64_t i = r * 2 * ow;
-    const bool tb = (in[i + 1] > in[i]) | (in[i + 1] != in[i + 1]);
+    const bool tb = replacesMax(in[i + 1], in[i]);
     v[r * ow] = tb ? in[i + 1] : in[i];
     pos[r * ow] = static_cast<int32_t>(i + (tb ? 1 : 0));
   }
@@ -43,10 +58,10 @@ SAESCOPE_CLONES void combineRows(const float* __restrict v0, const float* __rest
   for (int64_t j = 0; j < ow; ++j) {
     float m = v0[j];
     int32_t k = p0[j];
-    bool t = (v1[j] > m) | (v1[j] != v1[j]);
+    bool t = replacesMax(v1[j], m);
     m = t ? v1[j] : m;
     k = t ? p1[j] : k;
-    t = (v2[j] > m) | (v2[j] != v2[j]);
+    t = replacesMax(v2[j], m);
     m = t ? v2[j] : m;
     k = t ? p2[j] : k;
     out[j] = m;
@@ -77,33 +92,21 @@ void maxPoolBackwardPlane(const float* gradOut, const int32_t* idx, int64_t outP
 }
 
 namespace {
-// One window position of a channels-last pooling: o = max(o, v) by torch's rule (greater or NaN
-// replaces), ix = pos where it replaced.
+// One window position of a channels-last pooling: o = max(o, v) by torch's rule, ix = pos where
+// v replaced it.
+template <bool WithIndex>
 SAESCOPE_CLONES void poolTake(const float* __restrict v, int32_t pos, int64_t c,
                               float* __restrict o, int32_t* __restrict ix) {
   for (int64_t j = 0; j < c; ++j) {
-    const bool take = (v[j] > o[j]) | (v[j] != v[j]);
+    const bool take = replacesMax(v[j], o[j]);
     o[j] = take ? v[j] : o[j];
-    ix[j] = take ? pos : ix[j];
+    if (WithIndex) ix[j] = take ? pos : ix[j];
   }
 }
-SAESCOPE_CLONES void poolMax(const float* __restrict v, int64_t c, float* __restrict o) {
-  for (int64_t j = 0; j < c; ++j) {
-    const bool take = (v[j] > o[j]) | (v[j] != v[j]);
-    o[j] = take ? v[j] : o[j];
-  }
-}
-// g += gradOut where ix == pos (a bit mask: vectorises).
+// g += gradOut where ix == pos.
 SAESCOPE_CLONES void poolGather(const float* __restrict go, const int32_t* __restrict ix,
                                 int32_t pos, int64_t c, float* __restrict g) {
-  for (int64_t j = 0; j < c; ++j) {
-    uint32_t bits;
-    std::memcpy(&bits, &go[j], sizeof bits);
-    bits &= ix[j] == pos ? ~0u : 0u;
-    float v;
-    std::memcpy(&v, &bits, sizeof v);
-    g[j] += v;
-  }
+  for (int64_t j = 0; j < c; ++j) g[j] += keepBits(go[j], ix[j] == pos);
 }
 }  // namespace
 
@@ -123,9 +126,9 @@ void maxPool3x3s2ChannelsLast(const float* in, int64_t h, int64_t w, int64_t c, 
         for (int64_t col = r == ra ? ca + 1 : ca; col <= cb; ++col) {
           const float* v = in + (r * w + col) * c;
           if (ix)
-            poolTake(v, static_cast<int32_t>(r * w + col), c, o, ix);
+            poolTake<true>(v, static_cast<int32_t>(r * w + col), c, o, ix);
           else
-            poolMax(v, c, o);
+            poolTake<false>(v, 0, c, o, nullptr);
         }
     }
   }
@@ -211,44 +214,43 @@ SAESCOPE_CLONES void channelMoments(const float* __restrict x, int64_t c, int64_
   }
 }
 
-SAESCOPE_CLONES void scaleShiftAct(const float* __restrict x, const float* __restrict res,
-                                   int64_t c, int64_t r0, int64_t r1, const float* __restrict scale,
-                                   const float* __restrict bias, bool relu, float* __restrict y) {
+namespace {
+template <bool Relu, bool Res>
+SAESCOPE_CLONES void scaleShiftRows(const float* __restrict x, const float* __restrict res,
+                                    int64_t c, int64_t r0, int64_t r1,
+                                    const float* __restrict scale, const float* __restrict bias,
+                                    float* __restrict y) {
   for (int64_t r = r0; r < r1; ++r) {
-    const float* in = x + r * c;
-    float* out = y + r * c;
-    const float* add = res ? res + r * c : nullptr;
-    if (add && relu) {
-      for (int64_t j = 0; j < c; ++j) {
-        const float v = in[j] * scale[j] + bias[j] + add[j];
-        out[j] = v < 0.f ? 0.f : v;
-      }
-    } else if (add) {
-      for (int64_t j = 0; j < c; ++j) out[j] = in[j] * scale[j] + bias[j] + add[j];
-    } else if (relu) {
-      for (int64_t j = 0; j < c; ++j) {
-        const float v = in[j] * scale[j] + bias[j];
-        out[j] = v < 0.f ? 0.f : v;
-      }
-    } else {
-      for (int64_t j = 0; j < c; ++j) out[j] = in[j] * scale[j] + bias[j];
+    const int64_t o = r * c;
+    for (int64_t j = 0; j < c; ++j) {
+      float v = x[o + j] * scale[j] + bias[j];
+      if constexpr (Res) v += res[o + j];
+      if constexpr (Relu) v = v < 0.f ? 0.f : v;
+      y[o + j] = v;
     }
   }
+}
+}  // namespace
+
+void scaleShiftAct(const float* x, const float* res, int64_t c, int64_t r0, int64_t r1,
+                   const float* scale, const float* bias, bool relu, float* y) {
+  if (res && relu)
+    scaleShiftRows<true, true>(x, res, c, r0, r1, scale, bias, y);
+  else if (res)
+    scaleShiftRows<false, true>(x, res, c, r0, r1, scale, bias, y);
+  else if (relu)
+    scaleShiftRows<true, false>(x, res, c, r0, r1, scale, bias, y);
+  else
+    scaleShiftRows<false, false>(x, res, c, r0, r1, scale, bias, y);
 }
 
 namespace {
 // Where a ReLU whose output is y passes the gradient: torch's threshold_backward (y <= 0 stops it,
-// NaN passes). A bit mask, not a select: GCC 12 does not vectorise the select in a loop that also
-// widens to double.
+// NaN passes).
 template <bool Relu>
 inline float passed(float dy, const float* __restrict y, int64_t i) {
   if constexpr (!Relu) return dy;
-  uint32_t bits;
-  std::memcpy(&bits, &dy, sizeof bits);
-  bits &= y[i] <= 0.f ? 0u : ~0u;
-  float g;
-  std::memcpy(&g, &bits, sizeof g);
-  return g;
+  return keepBits(dy, !(y[i] <= 0.f));
 }
 
 template <bool Relu>

@@ -88,9 +88,10 @@ bool cpuAutocastEnabled();
 // convolutions), for bf16 on the CPU (oneDNN's AMX kernels), and in fp32 on the CPU from 192 px:
 // there oneDNN's convolutions no longer convert every large map to their blocked layout and back
 // (224 px side by side on this project's 2-core VM: fine-tuning 8-19 % faster, embedding
-// 14-23 %). Below, NCHW: the engine's own kernels for the stem's pooling and the 2x2 maps of 64 px
-// need it (channels-last took 20-40 % longer at 64 px, as long or longer at 128, and at 160 px
-// 11 % less to 16 % more in three rounds).
+// 14-23 %). Below, NCHW: the engine's own convolutions for the 2x2 maps of 64 px need it
+// (channels-last took 20-40 % longer at 64 px, as long or longer at 128, and at 160 px 11 % less
+// to 16 % more in three rounds; measured before the engine's channels-last batch-norm and
+// pooling kernels, which may move the threshold down).
 // SAESCOPE_CHANNELS_LAST=0/1 overrides on the CPU.
 bool useChannelsLast(const torch::Device& device, bool bf16, int imageSize);
 
