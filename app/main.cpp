@@ -1,19 +1,19 @@
 // saescope: the desktop app (no arguments or `gui`) and the command line (subcommands).
 #include <dlfcn.h>
 #include <execinfo.h>
-#include <malloc.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <cctype>
 #include <exception>
 #include <string>
 #include <vector>
 
 #include "cli.h"
+#include "engine/memory.h"
 
 namespace {
 
@@ -112,10 +112,7 @@ void fixOpenBlasKernels(char** argv) {
 
 int main(int argc, char** argv) {
   fixOpenBlasKernels(argv);
-  // LibTorch allocates and frees MB-sized tensors every step; glibc would mmap/munmap each one
-  // (page faults on every touch: a third of an SAE epoch was kernel time). Keep them in the heap.
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  engine::keepFreedMemory();  // no page faults for every tensor and decoded image
   installCrashHandlers();
   std::vector<std::string> args(argv + 1, argv + argc);
   try {

@@ -8,7 +8,7 @@ out=.device/deps
 rm -rf "$out" && mkdir -p "$out/include" "$out/lib"
 cp -r /usr/include/nlohmann "$out/include/"
 cp -r /usr/include/doctest "$out/include/"
-mkdir -p "$out/include/stb" && cp /usr/include/stb/stb_image*.h "$out/include/stb/"
+mkdir -p "$out/include/stb" && cp /usr/include/stb/*.h "$out/include/stb/"
 cp -L /usr/lib/x86_64-linux-gnu/libstb.so "$out/lib/libstb.so"
 cp -L /usr/lib/x86_64-linux-gnu/libstb.so "$out/lib/$(objdump -p /usr/lib/x86_64-linux-gnu/libstb.so | awk "/SONAME/{print \$2}")"
 # Only the Boost headers that the engine's sources actually include.

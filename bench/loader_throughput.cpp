@@ -1,6 +1,7 @@
 // bench/loader_throughput.cpp — how many images per second the data loader (decode, RGB, resize to
 // SIZE, float CHW) delivers with T threads, the model left out: the ceiling that data loading puts
-// on fine-tuning and embedding. One pass over the folder per thread count.
+// on fine-tuning and embedding. One pass over the folder per thread count. The allocator is set up
+// as the app sets it (engine::keepFreedMemory).
 //   usage: saescope_bench_loader DIR [SIZE=224] [BATCH=256] [THREADS=1,2,4,...] [LIMIT=0]
 #include <chrono>
 #include <cstdio>
@@ -11,8 +12,10 @@
 
 #include "engine/dataset.h"
 #include "engine/error.h"
+#include "engine/memory.h"
 
 int main(int argc, char** argv) {
+  engine::keepFreedMemory();
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s DIR [SIZE=224] [BATCH=256] [THREADS=1,2,4,...] [LIMIT=0]\n",
                  argv[0]);

@@ -92,6 +92,8 @@ class BatchLoader {
   BatchLoader& operator=(const BatchLoader&) = delete;
 
   // Next batch in order; false when the epoch is done. Blocks while the batch is decoded.
+  // The pixel buffer `out` held is taken back and reused for a later batch (a fresh 150 MB buffer
+  // per batch of 256 at 224 px is a page fault per 4 KB): nothing may point into it any more.
   bool next(Batch& out);
   int64_t numBatches() const { return static_cast<int64_t>(m_batches.size()); }
   int64_t numImages() const { return m_numImages; }
@@ -117,6 +119,7 @@ class BatchLoader {
   int64_t m_nextToHand = 0;      // next batch number for next()
   int64_t m_nextToSchedule = 0;  // next batch number to schedule
   std::deque<std::pair<int64_t, int>> m_queue;  // (batch number, position) to decode
+  std::vector<std::vector<float>> m_spare;      // pixel buffers handed back by next()
   bool m_stop = false;
   std::vector<std::thread> m_threads;
 };

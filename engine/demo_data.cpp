@@ -1052,8 +1052,7 @@ int partitionOf(int64_t index, int64_t count) {
 constexpr int kMaxCount = 999999;
 
 void removeQuietly(const fs::path& p) {
-  std::error_code ec;
-  fs::remove_all(p, ec);
+  removeTree(p.string());
 }
 
 }  // namespace

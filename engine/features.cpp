@@ -939,7 +939,7 @@ std::shared_ptr<const FeatureIndex> FeatureIndex::loadOrBuild(const std::string&
 void retireFeatureIndex(const Workspace& ws) {
   std::error_code ec;
   if (fileExists(indexPath(ws))) fs::rename(indexPath(ws), previousIndexPath(ws), ec);
-  if (ec) fs::remove_all(ws.path("index"), ec);
+  if (ec) removeTree(ws.path("index"));
 }
 
 int64_t FeatureIndex::numFeatures(FeatureKind k) const {

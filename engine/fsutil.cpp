@@ -1,6 +1,8 @@
 #include "fsutil.h"
 
 #include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -95,6 +97,22 @@ LineAppender::LineAppender(const std::string& path) : m_path(path) {
 
 LineAppender::~LineAppender() {
   if (m_fd >= 0) ::close(m_fd);
+}
+
+bool removeTree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT;
+  if (!S_ISDIR(st.st_mode)) return ::unlink(path.c_str()) == 0 || errno == ENOENT;
+  // Depth first (contents before their folder), physical (links themselves, not their targets).
+  // nftw's callback takes no user data: the failures are counted per thread.
+  static thread_local int failures = 0;
+  failures = 0;
+  const auto removeOne = [](const char* p, const struct stat*, int type, struct FTW*) -> int {
+    if ((type == FTW_DP ? ::rmdir(p) : ::unlink(p)) != 0 && errno != ENOENT) ++failures;
+    return 0;  // go on: remove what can be removed
+  };
+  const int rc = ::nftw(path.c_str(), removeOne, 16, FTW_DEPTH | FTW_PHYS);
+  return rc == 0 && failures == 0 && ::lstat(path.c_str(), &st) != 0;
 }
 
 void LineAppender::appendLine(const std::string& line, bool sync) {

@@ -18,6 +18,13 @@ std::string readFileText(const std::string& path);
 
 bool fileExists(const std::string& path);
 
+// Removes `path` and, for a folder, everything under it (symbolic links are removed, never
+// followed); a missing path is no error. Returns false when something could not be removed.
+// Use this, not std::filesystem::remove_all: the CUDA LibTorch 2.x wheels export their own copy of
+// std::filesystem, and a binary linked with them calls that copy, whose remove_all crashed (null
+// call) on a non-empty folder there.
+bool removeTree(const std::string& path);
+
 // Writes all `size` bytes to the open descriptor `fd` (retrying short writes and EINTR); throws
 // engine::Error "cannot write <path>: <reason>".
 void writeAllToFd(int fd, const void* data, size_t size, const std::string& path);

@@ -52,7 +52,9 @@ Taps makeTaps(int in, int out) {
 // Resamples planar float data [C, H, W] → [C, oh, ow].
 void resizePlanar(const float* src, int c, int h, int w, float* dst, int oh, int ow) {
   const Taps tx = makeTaps(w, ow), ty = makeTaps(h, oh);
-  std::vector<float> tmp(static_cast<size_t>(h) * ow);
+  // Kept per thread (the loader's threads resize every image): see loadImageTensor.
+  thread_local std::vector<float> tmp;
+  tmp.resize(static_cast<size_t>(h) * ow);
   for (int ch = 0; ch < c; ++ch) {
     const float* s = src + static_cast<size_t>(ch) * h * w;
     for (int y = 0; y < h; ++y)

@@ -366,10 +366,10 @@ void runImport(const ImportConfig& cfg, JobContext& ctx) {
     }
   } catch (...) {
     for (const auto& mv : moves) fs::remove(mv.first, ec);
-    if (created) fs::remove_all(ws.dir(), ec);
+    if (created) removeTree(ws.dir());
     throw;
   }
-  fs::remove_all(ws.path("index"), ec);  // cached top-k lists belong to the old arrays
+  removeTree(ws.path("index"));  // cached top-k lists belong to the old arrays
   ctx.advance(1);
 
   const std::string when = isoNow();

@@ -29,6 +29,15 @@ double secondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// loader.next(batch), adding the time it blocked to `waited`: the seconds the model sat waiting
+// for decoded images (the manifest's input_wait_seconds; near 0 when data loading keeps up).
+bool nextBatch(BatchLoader& loader, Batch& batch, double& waited) {
+  const auto t = Clock::now();
+  const bool more = loader.next(batch);
+  waited += secondsSince(t);
+  return more;
+}
+
 torch::Tensor normalizeInput(const torch::Tensor& x, const std::string& normalize) {
   if (normalize != "imagenet") return x;
   const auto opts = torch::TensorOptions().dtype(x.dtype()).device(x.device());
@@ -145,6 +154,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
     int64_t step = 0;
     double last[3] = {NAN, NAN, NAN};
     double priorSeconds = 0;  // time spent before a resume
+    double inputWait = 0;     // this run's seconds waiting for decoded images
     int epoch = 0;            // position: the current epoch and the batches of it already done
     int64_t batchInEpoch = 0;
     const std::string logPath = ws.path("logs/train.jsonl");
@@ -203,7 +213,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
         lc.startBatch = batchInEpoch;
         BatchLoader loader(data, lc);
         Batch batch;
-        while (loader.next(batch)) {
+        while (nextBatch(loader, batch, inputWait)) {
           ctx.checkStop();
           if (epoch == 0) skipped.insert(skipped.end(), batch.failures.begin(), batch.failures.end());
           for (const auto& f : batch.failures) ctx.log("skipped " + data.paths[f.first] + ": " + f.second);
@@ -283,6 +293,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                 {"started", started},
                 {"finished", isoNow()},
                 {"seconds", secs},
+                {"input_wait_seconds", inputWait},
                 {"images", n},
                 {"steps", step},
                 {"device", describeDevice(cfg.run)},
@@ -342,12 +353,27 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
     lc.threads = cfg.run.threads;
     BatchLoader loader(data, lc);
     std::vector<float> out;
+    double inputWait = 0;  // seconds waiting for decoded images
     out.reserve(static_cast<size_t>(n) * 512);
     std::vector<std::string> kept;
     std::vector<std::pair<int64_t, std::string>> skipped;
     ctx.beginStage("embed", n, "images");
+    // On CUDA one batch is in flight: its forward pass and the copy of its embeddings back to the
+    // host run while the next batch is decoded and copied to pinned memory; the GPU is waited for
+    // only after that (before, reading each batch's embeddings left the GPU idle meanwhile).
+    torch::Tensor inFlight;  // embeddings [B, 512] on the host, filled once the device is synced
+    std::vector<int64_t> inFlightRows;
+    auto collect = [&] {
+      if (!inFlight.defined()) return;
+      if (device.is_cuda()) torch::cuda::synchronize(device.index());
+      const torch::Tensor e = inFlight.contiguous();
+      const float* p = e.data_ptr<float>();
+      out.insert(out.end(), p, p + e.numel());
+      for (int64_t row : inFlightRows) kept.push_back(data.paths[row]);
+      inFlight = torch::Tensor();
+    };
     Batch batch;
-    while (loader.next(batch)) {
+    while (nextBatch(loader, batch, inputWait)) {
       ctx.checkStop();
       for (const auto& f : batch.failures) {
         skipped.push_back(f);
@@ -359,21 +385,21 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
         x = normalizeInput(x, normalize);
         if (bf16) x = x.to(torch::kBFloat16);
         if (channelsLast) x = toChannelsLast(x);
-        const torch::Tensor e = model->forward(x).to(torch::kCPU, torch::kFloat32).contiguous();
-        const float* p = e.data_ptr<float>();
-        out.insert(out.end(), p, p + e.numel());
-        for (int64_t row : batch.indices) kept.push_back(data.paths[row]);
+        collect();  // the previous batch, computed while this one was loaded
+        inFlight = model->forward(x).to(torch::kCPU, torch::kFloat32,
+                                        /*non_blocking=*/device.is_cuda());
+        inFlightRows = batch.indices;
       }
       ctx.advance(batch.size + static_cast<int64_t>(batch.failures.size()));
     }
+    collect();
     ctx.checkStop();
     if (kept.empty()) throw Error("embed: no readable image in " + root);
 
     const int64_t rows = static_cast<int64_t>(kept.size());
     writeNpy(ws.embeddingsPath(), TensorData::fromFloat({rows, 512}, out.data()));
     writeImageList(ws.imagesPath(), kept);
-    std::error_code ec;
-    fs::remove_all(ws.path("index"), ec);  // cached top-k lists belong to the old embeddings
+    removeTree(ws.path("index"));  // cached top-k lists belong to the old embeddings
     const double secs = secondsSince(start);
     ws.updateManifest([&](json& mm) {
       mm["image_count"] = rows;
@@ -384,6 +410,7 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
                 {"started", started},
                 {"finished", isoNow()},
                 {"seconds", secs},
+                {"input_wait_seconds", inputWait},
                 {"images", rows},
                 {"device", describeDevice(cfg.run)},
                 {"skipped", skippedJson(skipped, data)},

@@ -5,7 +5,7 @@ add_executable(saescope_gui_driver gui/gui_driver.cpp)
 target_link_libraries(saescope_gui_driver PRIVATE saescope_ui)
 
 saescope_test(test_gui_units
-  LIBS saescope_ui saescope_engine_core
+  LIBS saescope_ui saescope_engine_core PkgConfig::IMGUI
   SOURCES test_gui_units.cpp
   LABELS gui
   TIMEOUT 120)

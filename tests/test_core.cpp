@@ -5,6 +5,7 @@
 #include "engine/error.h"
 #include "engine/fsutil.h"
 #include "engine/job.h"
+#include "engine/memory.h"
 #include "test_helpers.h"
 
 TEST_CASE("writeFileAtomic replaces a file whole and leaves no temporary") {
@@ -16,6 +17,31 @@ TEST_CASE("writeFileAtomic replaces a file whole and leaves no temporary") {
   int files = 0;
   for (auto& e : std::filesystem::directory_iterator(dir.str("sub"))) (void)e, ++files;
   CHECK(files == 1);
+}
+
+TEST_CASE("removeTree removes a folder and all under it, never what a link points to") {
+  namespace fs = std::filesystem;
+  testutil::TempDir dir("rmtree");
+  const std::string tree = dir.str("tree"), keep = dir.str("keep");
+  engine::writeFileAtomic(keep + "/precious.txt", std::string("kept"));
+  for (const char* f : {"a.txt", "sub/b.bin", "sub/deeper/c.txt", "empty/.hidden"})
+    engine::writeFileAtomic(tree + "/" + f, std::string(f));
+  fs::create_directories(tree + "/empty-folder");
+  fs::create_directory_symlink(keep, tree + "/sub/link-to-keep");
+  fs::create_symlink(keep + "/precious.txt", tree + "/file-link");
+  fs::create_symlink(dir.str("nowhere"), tree + "/dangling");
+  CHECK(engine::removeTree(tree));
+  CHECK_FALSE(fs::exists(fs::symlink_status(tree)));
+  CHECK(engine::readFileText(keep + "/precious.txt") == "kept");  // links removed, not followed
+  CHECK(engine::removeTree(tree));                                // missing: nothing to do
+  CHECK(engine::removeTree(keep + "/precious.txt"));              // a plain file
+  CHECK_FALSE(fs::exists(keep + "/precious.txt"));
+  CHECK(fs::exists(keep));
+  // A link given as the path itself goes, its target stays.
+  engine::writeFileAtomic(keep + "/x", std::string("x"));
+  fs::create_directory_symlink(keep, dir.str("link"));
+  CHECK(engine::removeTree(dir.str("link")));
+  CHECK(engine::readFileText(keep + "/x") == "x");
 }
 
 TEST_CASE("JobContext reports progress and honours stop") {
@@ -274,6 +300,37 @@ TEST_CASE("BatchLoader yields every row once, in order or shuffled, skipping unr
     CHECK(std::set<int64_t>(seen.begin(), seen.end()).size() == 23);
     CHECK((seen == sorted) == !shuffle);
   }
+}
+
+TEST_CASE("BatchLoader reuses the pixel buffers handed back; the allocator keeps freed memory") {
+  testutil::TempDir dir("loader-reuse");
+  for (int i = 0; i < 24; ++i)
+    writeSolidPng(dir.str("c/" + std::to_string(100 + i) + ".png"), 6, 6, i * 10);
+  const engine::Dataset d = engine::scanDataset(dir.str());
+  engine::LoaderConfig lc;
+  lc.imageSize = 4;
+  lc.batchSize = 2;
+  lc.threads = 2;
+  lc.prefetchBatches = 3;
+  engine::BatchLoader loader(d, lc);
+  std::set<const float*> buffers;
+  engine::Batch b;
+  int batches = 0;
+  while (loader.next(b)) {
+    ++batches;
+    buffers.insert(b.pixels.data());
+    for (int i = 0; i < b.size; ++i) {  // a reused buffer holds this batch's images, not old ones
+      const int value = std::stoi(d.paths[b.indices[i]].substr(2, 3)) - 100;
+      CHECK(b.pixels[static_cast<size_t>(i) * 48 + 15] ==
+            doctest::Approx(value * 10 / 255.0).epsilon(1e-5));
+    }
+  }
+  CHECK(batches == 12);
+  // The batches decoded ahead (3), the one handed out, one fresh before the first hand-back.
+  CHECK(buffers.size() <= 5);
+#if defined(__GLIBC__)
+  CHECK(engine::keepFreedMemory());
+#endif
 }
 
 TEST_CASE("workspace manifests: fresh, updated atomically, and validated") {

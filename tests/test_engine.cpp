@@ -200,12 +200,13 @@ TEST_CASE("batch norm, residual and ReLU over channels-last maps: values, gradie
     int64_t n, c, h, w;
     bool residual, relu;
   };
+  torch::manual_seed(11);
   const int threadsBefore = at::get_num_threads();
   for (const Case& k : {Case{4, 64, 9, 7, false, true}, Case{3, 16, 5, 5, true, true},
                         Case{2, 40, 3, 4, true, false}, Case{2, 8, 1, 1, false, false},
                         Case{64, 512, 2, 2, true, true}, Case{32, 128, 8, 8, true, true}}) {
-    INFO("shape ", k.n, "x", k.c, "x", k.h, "x", k.w, k.residual ? " residual" : "",
-         k.relu ? " relu" : "");
+    INFO("shape ", k.n, "x", k.c, "x", k.h, "x", k.w, std::string(k.residual ? " residual" : ""),
+         std::string(k.relu ? " relu" : ""));
     const auto cl = torch::MemoryFormat::ChannelsLast;
     // Off-centre inputs (mean 3) and non-trivial parameters and running statistics.
     const auto x0 = (torch::randn({k.n, k.c, k.h, k.w}) * 2 + 3).contiguous(cl);
@@ -230,12 +231,26 @@ TEST_CASE("batch norm, residual and ReLU over channels-last maps: values, gradie
     if (k.residual) yd = yd + rd;
     if (k.relu) yd = torch::relu(yd);
     yd.backward(g.to(torch::kDouble));
-    auto near = [](const torch::Tensor& got, const torch::Tensor& want, const char* what) {
+    // Torch's own float32 batch norm, the yardstick for rounding: with few values per channel
+    // (2 in the 2x8x1x1 case, where dx is 0 in exact arithmetic and float rounding scaled by
+    // 1/sigma is all there is) a fixed tolerance fails on some draws for torch's kernel too.
+    auto wf = w0.clone().requires_grad_(), bf = b0.clone().requires_grad_();
+    auto xf = x0.clone().requires_grad_(), rf = r0.clone().requires_grad_();
+    auto rmf = rm0.clone(), rvf = rv0.clone();
+    auto yf = torch::batch_norm(xf, wf, bf, rmf, rvf, true, 0.1, 1e-5, false);
+    if (k.residual) yf = yf + rf;
+    if (k.relu) yf = torch::relu(yf);
+    yf.backward(g);
+    // got within 2e-5 relative of the float64 result, or no further from it than 4x torch's
+    // float32 kernel is.
+    auto near = [](const torch::Tensor& got, const torch::Tensor& want,
+                   const torch::Tensor& torch32, const std::string& what) {
       INFO(what);
       REQUIRE(got.defined());
       REQUIRE(got.sizes() == want.sizes());
       const double err = (got.to(torch::kDouble) - want).abs().max().item<double>();
-      CHECK(err <= 2e-5 * (1 + want.abs().max().item<double>()));
+      const double torchErr = (torch32.to(torch::kDouble) - want).abs().max().item<double>();
+      CHECK(err <= std::max(2e-5 * (1 + want.abs().max().item<double>()), 4 * torchErr));
     };
     torch::Tensor first[6];
     for (int threads : {1, 3}) {
@@ -246,15 +261,15 @@ TEST_CASE("batch norm, residual and ReLU over channels-last maps: values, gradie
       const auto y = engine::batchNormAct(bn, xa, k.residual ? ra : torch::Tensor(), k.relu);
       CHECK(y.is_contiguous(cl));
       y.backward(g);
-      near(y, yd.detach(), "y");
-      near(xa.grad(), xd.grad(), "dx");
-      near(bn->weight.grad(), wd.grad(), "dweight");
-      near(bn->bias.grad(), bd.grad(), "dbias");
-      near(bn->running_mean, rmd, "running mean");
-      near(bn->running_var, rvd, "running variance");
+      near(y, yd.detach(), yf.detach(), "y");
+      near(xa.grad(), xd.grad(), xf.grad(), "dx");
+      near(bn->weight.grad(), wd.grad(), wf.grad(), "dweight");
+      near(bn->bias.grad(), bd.grad(), bf.grad(), "dbias");
+      near(bn->running_mean, rmd, rmf, "running mean");
+      near(bn->running_var, rvd, rvf, "running variance");
       CHECK(bn->num_batches_tracked.item<int64_t>() == 1);
       if (k.residual)
-        near(ra.grad(), rd.grad(), "dresidual");
+        near(ra.grad(), rd.grad(), rf.grad(), "dresidual");
       else
         CHECK(!ra.grad().defined());
       // The same bits on any number of threads (sums over chunks fixed by the shape).
@@ -275,9 +290,11 @@ TEST_CASE("batch norm, residual and ReLU over channels-last maps: values, gradie
       auto want = torch::batch_norm(x0.to(torch::kDouble), w0.to(torch::kDouble),
                                     b0.to(torch::kDouble), rm0.to(torch::kDouble),
                                     rv0.to(torch::kDouble), false, 0.1, 1e-5, false);
-      if (k.residual) want = want + r0.to(torch::kDouble);
-      if (k.relu) want = torch::relu(want);
-      near(engine::batchNormAct(bn, x0, k.residual ? r0 : torch::Tensor(), k.relu), want, "eval");
+      auto want32 = torch::batch_norm(x0, w0, b0, rm0, rv0, false, 0.1, 1e-5, false);
+      if (k.residual) want = want + r0.to(torch::kDouble), want32 = want32 + r0;
+      if (k.relu) want = torch::relu(want), want32 = torch::relu(want32);
+      near(engine::batchNormAct(bn, x0, k.residual ? r0 : torch::Tensor(), k.relu), want, want32,
+           "eval");
       CHECK(torch::equal(bn->running_mean, rm0));
       CHECK(bn->num_batches_tracked.item<int64_t>() == 0);
     }

@@ -311,7 +311,7 @@ wait 3
     CHECK(saved >= 20);
 
     const json s = playPipeline(tmp, ws, R"(
-wait 3
+wait-settled 60
 click resume_sae
 wait-progress 120
 state )" + tmp.str("running.json") + R"(
@@ -356,7 +356,7 @@ wait 3
     const std::string created = readJson(ws + "/manifest.json")["sae_runs"][name]["created"];
 
     const json s = playPipeline(tmp, ws, R"(
-wait 3
+wait-settled 60
 state )" + tmp.str("before.json") + R"(
 click run_all
 wait-progress 120

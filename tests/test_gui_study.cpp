@@ -122,8 +122,8 @@ TEST_SUITE("gui") {
     REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
     Fixture& f = fixture();
     testutil::TempDir tmp("gui-study-run");
-    fs::remove_all(f.ws + "/ratings");
-    fs::remove_all(f.ws + "/exports");
+    engine::removeTree(f.ws + "/ratings");
+    engine::removeTree(f.ws + "/exports");
 
     // 1. Start a study, answer 3 trials (key, click, skip key), then idle until killed.
     const std::string midPng = tmp.str("mid.png"), midJson = tmp.str("mid.json");

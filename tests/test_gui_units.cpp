@@ -1,10 +1,11 @@
 // tests/test_gui_units.cpp — the pieces of the desktop app that need no window: the job runner
 // (start, cancel, restart, snapshot while running, failure), `saescope gui` flags, scripts, notes.
 #include <doctest/doctest.h>
+#include <imgui.h>
 
 #include <atomic>
-#include <future>
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include "engine/error.h"
@@ -170,6 +171,54 @@ TEST_SUITE("gui") {
     }
     CHECK_THROWS_AS(ui::parseScript("key Hyper\n", "t"), engine::Error);
     CHECK_THROWS_AS(ui::parseScript("wait\n", "t"), engine::Error);
+  }
+
+  TEST_CASE("a script's click follows its widget; a timed-out wait says what it waited for") {
+    // A host whose button moves down 40 px on every frame (a layout still filling in) and whose
+    // job never makes progress.
+    struct Host : ui::ScriptHost {
+      int frame = 0;
+      bool scriptSettled() override { return true; }
+      bool scriptJobBusy() override { return false; }
+      bool scriptJobProgressed() override { return false; }
+      std::string scriptWaitReport() override {
+        return "no job running; last job 'sae' failed: boom";
+      }
+      bool scriptWidget(const std::string& name, float fx, float fy, float& x, float& y) override {
+        if (name != "go") return false;
+        x = 100 + 20 * fx;
+        y = 40.0f * frame + 10 * fy;
+        return true;
+      }
+      void scriptSet(const std::string&, const std::string&) override {}
+      void scriptView(const std::string&) override {}
+      void scriptScreenshot(const std::string&) override {}
+      void scriptState(const std::string&) override {}
+      void scriptQuit() override {}
+    } host;
+    ImGui::CreateContext();
+    ImGuiIO& io = ImGui::GetIO();
+    ui::ScriptRunner run(ui::parseScript("click go\nwait-progress 0.05\n", "t.script"), "t.script",
+                         host);
+    std::vector<std::pair<ImVec2, bool>> mouse;  // position and button of each frame
+    while (!run.done() && host.frame < 10000) {
+      run.beforeFrame(io);
+      mouse.emplace_back(io.MousePos, io.MouseDown[0]);
+      ++host.frame;
+      std::this_thread::sleep_for(1ms);
+    }
+    ImGui::DestroyContext();
+    REQUIRE(mouse.size() >= 3);
+    // Found on frame 0; pressed on frame 1 and released on frame 2, each where the button is then.
+    CHECK(mouse[0].first.y == doctest::Approx(5));
+    CHECK(mouse[1].second);
+    CHECK(mouse[1].first.y == doctest::Approx(45));
+    CHECK_FALSE(mouse[2].second);
+    CHECK(mouse[2].first.y == doctest::Approx(85));
+    CHECK(mouse[2].first.x == doctest::Approx(110));
+    CHECK(run.error() ==
+          "t.script:2 (wait-progress): timed out (no job running; last job 'sae' "
+          "failed: boom)");
   }
 
   TEST_CASE("feature notes and the seen list round-trip through the workspace files") {

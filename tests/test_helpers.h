@@ -8,6 +8,8 @@
 #include <sstream>
 #include <string>
 
+#include "engine/fsutil.h"
+
 namespace testutil {
 
 // A fresh empty folder under the build tree, removed when the object dies.
@@ -17,13 +19,10 @@ struct TempDir {
     static int counter = 0;
     path = std::filesystem::path(SAESCOPE_BINARY_DIR) / "testtmp" /
            (tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    std::filesystem::remove_all(path);
+    engine::removeTree(path.string());  // not std::filesystem's: see removeTree
     std::filesystem::create_directories(path);
   }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
+  ~TempDir() { engine::removeTree(path.string()); }
   std::string str(const std::string& child = "") const {
     return child.empty() ? path.string() : (path / child).string();
   }

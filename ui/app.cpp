@@ -1066,15 +1066,18 @@ void App::hook(const char* name) {
   m_hooks[name] = {m_frame, {a.x, a.y, b.x, b.y}};
 }
 
-bool App::settled() {
-  if (!queue.empty() || indexer.isBusy() || images.pendingCount() > 0) return false;
-  if (writer.isBusy()) return false;  // notes, seen and exports are on disk once settled
-  if (checker.isBusy() || m_bar.importChecksPending()) return false;
-  if (indexState == IndexState::Loading) return false;
+const char* App::unsettledBy() {
+  if (!queue.empty()) return "main-thread queue";
+  if (indexer.isBusy()) return "feature index";
+  if (images.pendingCount() > 0) return "images";
+  if (writer.isBusy()) return "writer";  // notes, seen and exports are on disk once settled
+  if (checker.isBusy() || m_bar.importChecksPending()) return "import checks";
+  if (indexState == IndexState::Loading) return "feature index";
   if (view == View::Browser && indexState == IndexState::Ready && !m_browser.gridsSettled())
-    return false;
-  if (study && !study->settled()) return false;
-  return !deviceDescription.empty();
+    return "grids";
+  if (study && !study->settled()) return "study";
+  if (deviceDescription.empty()) return "device description";
+  return nullptr;
 }
 
 // [SECTION] scripting and state dump
@@ -1125,6 +1128,23 @@ void App::saveUiState(bool now) {
       message(Message::Warning, "view state not saved: " + err);
     });
   });
+}
+
+std::string App::scriptWaitReport() {
+  std::string r;
+  if (pipeline.isBusy()) {
+    const engine::ProgressSnapshot snap = pipeline.snapshot();
+    r = "job '" + pipeline.currentName() + "' running, stage '" + snap.stage + "' at " +
+        std::to_string(snap.done) + " of " + std::to_string(snap.total);
+  } else {
+    r = "no job running";
+  }
+  if (lastJob.id != 0)
+    r += "; last job '" + lastJob.name + "' " + engine::JobRunner::stateName(lastJob.state) +
+         (lastJob.error.empty() ? "" : ": " + lastJob.error);
+  if (const char* what = unsettledBy()) r += std::string("; still loading: ") + what;
+  if (!messages.empty()) r += "; last message: " + messages.back().text;
+  return r;
 }
 
 bool App::scriptJobProgressed() {

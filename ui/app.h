@@ -270,13 +270,16 @@ class App : public ScriptHost {
   WorkspaceUiState uiState() const;
   // Records the last ImGui item under `name` for scripted clicks.
   void hook(const char* name);
-  bool settled();
+  bool settled() { return unsettledBy() == nullptr; }
+  // What the app is still loading or writing (nullptr when settled).
+  const char* unsettledBy();
   nlohmann::json stateJson();
 
   // --- ScriptHost ---
   bool scriptSettled() override { return settled(); }
   bool scriptJobBusy() override { return pipeline.isBusy(); }
   bool scriptJobProgressed() override;
+  std::string scriptWaitReport() override;
   bool scriptWidget(const std::string& name, float fx, float fy, float& x, float& y) override;
   void scriptSet(const std::string& name, const std::string& value) override;
   void scriptView(const std::string& name) override;

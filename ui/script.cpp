@@ -158,7 +158,10 @@ bool ScriptRunner::step(ImGuiIO& io) {
         next();
         return false;  // let one frame draw the new state before the next command
       }
-      if (now > m_deadline) fail("timed out");
+      if (now > m_deadline) {
+        const std::string why = m_host.scriptWaitReport();
+        fail("timed out" + (why.empty() ? std::string() : " (" + why + ")"));
+      }
       return false;
     }
     if (c.op == "key") {
@@ -195,6 +198,16 @@ bool ScriptRunner::step(ImGuiIO& io) {
         m_mouseDown = false;
         m_phase = 1;
         return false;
+      }
+      // Press and release where the widget is now: a layout that moved since the widget was
+      // found (a line appearing above it once something loaded) would otherwise take the click.
+      if (c.op == "click") {
+        float x = m_mouseX, y = m_mouseY;
+        if (m_host.scriptWidget(c.args[0], static_cast<float>(arg(1, 0.5)),
+                                static_cast<float>(arg(2, 0.5)), x, y)) {
+          m_mouseX = x;
+          m_mouseY = y;
+        }
       }
       if (m_phase == 1) {
         m_mouseDown = true;

@@ -48,6 +48,9 @@ class ScriptHost {
   virtual bool scriptSettled() = 0;
   virtual bool scriptJobBusy() = 0;
   virtual bool scriptJobProgressed() = 0;
+  // One line on what a timed-out wait was waiting for (the job, what is not settled yet), for
+  // the script's error message.
+  virtual std::string scriptWaitReport() { return ""; }
   // Point (fx, fy in 0..1 of its rectangle) of the widget registered under `name` in the last
   // frame.
   virtual bool scriptWidget(const std::string& name, float fx, float fy, float& x, float& y) = 0;
