@@ -28,30 +28,25 @@ $bin demo-data --out "$work/data" --count "$n" --size 224 --format jpg 2>&1 | ta
 echo "demo-data: $n images at 224 px in $(( $(date +%s) - t0 )) s"
 echo; echo "data loader alone (decode + resize to 224, float CHW), $n JPEGs:"
 build-gpu/bench/saescope_bench_loader "$work/data" 224 256 "1,4,8,$(nproc)"
-# Each precision runs twice, on a quarter of the images and on all of them: the difference gives
-# the steady rate (images/s once running) and the fixed start-up (CUDA, cuDNN's autotuning of each
-# new batch shape, the model), which a CelebA estimate must count once, not per 20,000 images.
-small=$((n / 4))
+# The manifest's steady rate (the second half of the images) leaves out the fixed start-up (CUDA,
+# cuDNN's autotuning of each batch shape, the model), which a CelebA estimate counts once:
+# start-up + 202,599 / steady rate.
 rows=()
 for prec in fp32 bf16; do
-  for lim in "$small" "$n"; do
-    ws="$work/ws-$prec-$lim"
-    $bin train --data "$work/data" --workspace "$ws" --limit "$lim" --image-size 224 --batch 256 --precision "$prec" --device cuda 2>&1 | tail -1
-    $bin embed --workspace "$ws" --batch 512 --precision "$prec" --device cuda 2>&1 | tail -1
-  done
-  rows+=("$($py - "$work/ws-$prec-$small" "$work/ws-$prec-$n" "$prec" <<'PY'
+  ws="$work/ws-$prec"
+  $bin train --data "$work/data" --workspace "$ws" --image-size 224 --batch 256 --precision "$prec" --device cuda 2>&1 | tail -1
+  $bin embed --workspace "$ws" --batch 512 --precision "$prec" --device cuda 2>&1 | tail -1
+  rows+=("$($py - "$ws" "$prec" <<'PY'
 import json, sys
-st = [json.load(open(d + "/manifest.json"))["stages"] for d in sys.argv[1:3]]
-def fit(stage):  # whole-stage rate, steady rate, start-up seconds, CelebA minutes
-    a, b = st[0][stage], st[1][stage]
-    steady = (b["images"] - a["images"]) / (b["seconds"] - a["seconds"])
-    startup = b["seconds"] - b["images"] / steady
-    return b["images"] / b["seconds"], steady, startup, (startup + 202599 / steady) / 60
-tr, em = fit("train"), fit("embed")
-wait = [st[1][s].get("input_wait_seconds", float("nan")) for s in ("train", "embed")]
-print(f"| {sys.argv[3]} | {st[1]['train']['device']} | {tr[0]:.0f} / {tr[1]:.0f} / {tr[2]:.1f} s | "
-      f"{em[0]:.0f} / {em[1]:.0f} / {em[2]:.1f} s | {wait[0]:.1f} / {wait[1]:.1f} s | "
-      f"{tr[3]:.1f} min | {em[3]:.1f} min |")
+st = json.load(open(sys.argv[1] + "/manifest.json"))["stages"]
+def fit(s):  # whole-stage rate, steady rate, start-up seconds, CelebA minutes
+    steady = s["steady_images_per_s"]
+    startup = s["seconds"] - s["images"] / steady
+    return s["images"] / s["seconds"], steady, startup, (startup + 202599 / steady) / 60
+tr, em = fit(st["train"]), fit(st["embed"])
+print(f"| {sys.argv[2]} | {st['train']['device']} | {tr[0]:.0f} / {tr[1]:.0f} / {tr[2]:.1f} s | "
+      f"{em[0]:.0f} / {em[1]:.0f} / {em[2]:.1f} s | {st['train']['input_wait_seconds']:.1f} / "
+      f"{st['embed']['input_wait_seconds']:.1f} s | {tr[3]:.1f} min | {em[3]:.1f} min |")
 PY
 )")
 done

@@ -38,6 +38,29 @@ bool nextBatch(BatchLoader& loader, Batch& batch, double& waited) {
   return more;
 }
 
+// The rate over the second half of a run's images, the start-up left out (CUDA's and cuDNN's first
+// calls and autotuning, the first batches): the manifest's steady_images_per_s. Read it after the
+// last batch's results are back (on CUDA the loops end with a synchronising read).
+class SecondHalfRate {
+ public:
+  explicit SecondHalfRate(int64_t images) : m_half(images / 2) {}
+  void add(int64_t images) {
+    m_done += images;
+    if (m_doneAtHalf < 0 && m_done >= m_half) {
+      m_doneAtHalf = m_done;
+      m_at = Clock::now();
+    }
+  }
+  json value() const {  // null when nothing came after the half
+    const double s = m_doneAtHalf < 0 ? 0 : secondsSince(m_at);
+    return s > 0 && m_done > m_doneAtHalf ? json((m_done - m_doneAtHalf) / s) : json(nullptr);
+  }
+
+ private:
+  int64_t m_half, m_done = 0, m_doneAtHalf = -1;
+  Clock::time_point m_at;
+};
+
 torch::Tensor normalizeInput(const torch::Tensor& x, const std::string& normalize) {
   if (normalize != "imagenet") return x;
   const auto opts = torch::TensorOptions().dtype(x.dtype()).device(x.device());
@@ -200,6 +223,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
       ctx.skip(static_cast<int64_t>(epoch) * n + std::min<int64_t>(n, batchInEpoch * cfg.batch));
     auto lastSave = Clock::now();
     const int64_t firstStep = step;
+    SecondHalfRate steady(total - ctx.snapshot().done);  // this run's images (after a resume)
     try {
       for (; epoch < cfg.epochs; ++epoch, batchInEpoch = 0) {
         LoaderConfig lc;
@@ -238,6 +262,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
           loss.total.backward();
           if (!fusedAdamStep(opt)) opt.step();
           const int64_t done = batch.size + static_cast<int64_t>(batch.failures.size());
+          steady.add(done);
           // Reading a loss synchronises with the GPU: on CUDA only every few steps.
           if (!device.is_cuda() || step % 10 == 0 || loader.numBatches() * cfg.epochs <= step + 1) {
             last[0] = loss.total.item<double>();
@@ -278,6 +303,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
     if (step == 0 && cfg.epochs > 0)
       throw Error("train: no batch of at least 2 readable images in --data " + cfg.data);
 
+    const json steadyRate = steady.value();  // before the model is copied and written
     model->to(torch::kCPU);
     writeTorchCheckpoint(ws.backbonePath(), stateDictOf(*model));
     const double secs = priorSeconds + secondsSince(start);
@@ -294,6 +320,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                 {"finished", isoNow()},
                 {"seconds", secs},
                 {"input_wait_seconds", inputWait},
+                {"steady_images_per_s", steadyRate},
                 {"images", n},
                 {"steps", step},
                 {"device", describeDevice(cfg.run)},
@@ -358,6 +385,7 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
     std::vector<std::string> kept;
     std::vector<std::pair<int64_t, std::string>> skipped;
     ctx.beginStage("embed", n, "images");
+    SecondHalfRate steady(n);
     // On CUDA one batch is in flight: its forward pass and the copy of its embeddings back to the
     // host run while the next batch is decoded and copied to pinned memory; the GPU is waited for
     // only after that (before, reading each batch's embeddings left the GPU idle meanwhile).
@@ -391,8 +419,10 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
         inFlightRows = batch.indices;
       }
       ctx.advance(batch.size + static_cast<int64_t>(batch.failures.size()));
+      steady.add(batch.size + static_cast<int64_t>(batch.failures.size()));
     }
     collect();
+    const json steadyRate = steady.value();
     ctx.checkStop();
     if (kept.empty()) throw Error("embed: no readable image in " + root);
 
@@ -411,6 +441,7 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
                 {"finished", isoNow()},
                 {"seconds", secs},
                 {"input_wait_seconds", inputWait},
+                {"steady_images_per_s", steadyRate},
                 {"images", rows},
                 {"device", describeDevice(cfg.run)},
                 {"skipped", skippedJson(skipped, data)},

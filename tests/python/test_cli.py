@@ -51,6 +51,13 @@ def pipeline(binary, d):
         st = m["stages"][stage]
         check(st["status"] == "done", f"{stage} status {st['status']}")
         check(st["seconds"] > 0 and "config" in st, f"{stage} lacks timing/config")
+    for stage in ("train", "embed"):  # time spent waiting for images; the rate once running
+        st = m["stages"][stage]
+        check(0 <= st["input_wait_seconds"] <= st["seconds"], f"{stage} input_wait_seconds {st}")
+        steady = st["steady_images_per_s"]
+        # The second half of the images took no longer than the whole stage did.
+        check(steady is not None and steady * st["seconds"] >= 0.25 * st["images"],
+              f"{stage} steady_images_per_s {steady} for {st['images']} images in {st['seconds']} s")
     check(m["stages"]["train"]["config"]["image_size"] == 64, "train config not recorded")
     check(m["stages"]["sae"]["config"]["epochs"] == 5, "sae epochs not recorded")
     check(m["data_root"] == os.path.realpath(demo), f"data_root {m['data_root']}")
