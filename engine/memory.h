@@ -8,7 +8,7 @@ namespace engine {
 // decode into buffers of hundreds of KB; glibc would map and unmap each one, and every first touch
 // of a page is then a page fault (a third of an SAE epoch was kernel time; page faults serialise
 // the loader's threads). Call once, first thing in main().
-// Returns false where the C library has no such settings.
+// Returns false where the C library has no such settings (or a sanitizer's allocator stands in).
 bool keepFreedMemory();
 
 }  // namespace engine

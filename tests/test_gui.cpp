@@ -262,7 +262,7 @@ wait 2
     std::map<std::string, std::string> before;
     for (const auto& a : artifacts) before[a] = slurp(f.ws + "/" + a);
     const json s = playPipeline(tmp, f.ws, R"(
-wait 3
+wait-settled 60
 set data )" + f.data + R"(
 set train.epochs 500
 set train.batch 16
