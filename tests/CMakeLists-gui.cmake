@@ -30,7 +30,10 @@ function(saescope_gui_test name)
   else()
     add_test(NAME ${name} COMMAND ${name})
   endif()
-  set_tests_properties(${name} PROPERTIES LABELS gui TIMEOUT ${G_TIMEOUT})
+  # The app's settings (recent workspaces, window size) go to a folder of the tests, never the
+  # user's ~/.config: the cases without a fixture of their own wrote test workspaces there.
+  set_tests_properties(${name} PROPERTIES LABELS gui TIMEOUT ${G_TIMEOUT}
+    ENVIRONMENT "XDG_CONFIG_HOME=${CMAKE_BINARY_DIR}/testtmp/gui-config")
 endfunction()
 
 # Screenshots of every view, scripted navigation, notes, a run started and cancelled.
