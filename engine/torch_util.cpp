@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -411,6 +412,28 @@ torch::Tensor hostToDevice(float* data, at::IntArrayRef shape, const torch::Devi
   const torch::Tensor host = torch::from_blob(data, shape, torch::kFloat32);
   if (device.is_cpu()) return host;
   return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
+std::string deviceMemoryNote(const torch::Device& device) {
+#ifdef SAESCOPE_HAVE_CUDART
+  if (!device.is_cuda()) return "";
+  int before = 0;
+  if (cudaGetDevice(&before) != cudaSuccess) return "";
+  const int index = device.has_index() ? device.index() : before;
+  size_t freeBytes = 0, totalBytes = 0;
+  const bool ok = cudaSetDevice(index) == cudaSuccess &&
+                  cudaMemGetInfo(&freeBytes, &totalBytes) == cudaSuccess && totalBytes > 0;
+  cudaSetDevice(before);
+  if (!ok) return "";
+  char text[64];
+  std::snprintf(text, sizeof text, "%.1f of %.1f GiB in use",
+                static_cast<double>(totalBytes - freeBytes) / (1 << 30),
+                static_cast<double>(totalBytes) / (1 << 30));
+  return text;
+#else
+  (void)device;
+  return "";
+#endif
 }
 
 bool cudaAvailable() { return torch::cuda::is_available(); }

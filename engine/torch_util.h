@@ -21,6 +21,10 @@ TensorData fromTorch(const torch::Tensor& t);
 // Resolves --device and sets the thread count (both thread-local and LibTorch-global settings).
 // Call on the worker thread that runs the job.
 torch::Device setupDevice(const RunOptions& run, JobContext* ctx);
+// GPU memory in use on `device`, as nvidia-smi counts it (every process, LibTorch's cache
+// included): "12.3 of 139.8 GiB in use". "" on the CPU, or where saescope was built without the
+// CUDA runtime. A stage shows it beside its device (JobContext::setDevice) while it runs.
+std::string deviceMemoryNote(const torch::Device& device);
 // For stages dominated by large matrix products (SAE training), after setupDevice: on the CPU
 // with 2 threads, LibTorch's own pool gets one thread and the BLAS gets both, since the two pools
 // fight over 2 cores (measured: an SAE epoch of 202,599 x 512 took 7.1-8.6 s with 2 LibTorch

@@ -224,6 +224,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
     auto lastSave = Clock::now();
     const int64_t firstStep = step;
     SecondHalfRate steady(total - ctx.snapshot().done);  // this run's images (after a resume)
+    const std::string deviceLabel = ctx.snapshot().device;  // and on CUDA its memory in use
     try {
       for (; epoch < cfg.epochs; ++epoch, batchInEpoch = 0) {
         LoaderConfig lc;
@@ -273,6 +274,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                           std::to_string(step) + "; try a smaller --lr");
             ctx.advance(done, {{"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]}},
                         step);
+            if (device.is_cuda()) ctx.setDevice(deviceLabel + ", " + deviceMemoryNote(device));
             const JobContext::Timing snap = ctx.timing();
             log.appendLine(json{{"step", step}, {"epoch", epoch}, {"batch", batch.size},
                                 {"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]},
@@ -386,6 +388,8 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
     std::vector<std::pair<int64_t, std::string>> skipped;
     ctx.beginStage("embed", n, "images");
     SecondHalfRate steady(n);
+    const std::string deviceLabel = ctx.snapshot().device;  // and on CUDA its memory in use
+    int64_t collected = 0;
     // On CUDA one batch is in flight: its forward pass and the copy of its embeddings back to the
     // host run while the next batch is decoded and copied to pinned memory; the GPU is waited for
     // only after that (before, reading each batch's embeddings left the GPU idle meanwhile).
@@ -399,6 +403,8 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
       out.insert(out.end(), p, p + e.numel());
       for (int64_t row : inFlightRows) kept.push_back(data.paths[row]);
       inFlight = torch::Tensor();
+      if (device.is_cuda() && collected++ % 10 == 0)
+        ctx.setDevice(deviceLabel + ", " + deviceMemoryNote(device));
     };
     Batch batch;
     while (nextBatch(loader, batch, inputWait)) {

@@ -19,6 +19,14 @@ TEST_CASE("CUDA is available to this LibTorch") {
   run.device = "auto";
   CHECK(engine::describeDevice(run).rfind("cuda:0", 0) == 0);
   MESSAGE(engine::describeDevice(run));
+  // Memory in use, as the app shows it during a run: more once LibTorch holds a 1 GiB tensor.
+  const std::string before = engine::deviceMemoryNote(torch::Device("cuda:0"));
+  const auto block = torch::empty({256, 1024, 1024}, torch::TensorOptions().device(torch::kCUDA));
+  const std::string after = engine::deviceMemoryNote(torch::Device("cuda:0"));
+  MESSAGE(before << " → " << after);
+  REQUIRE(after.find(" GiB in use") != std::string::npos);
+  CHECK(std::stod(after) >= std::stod(before) + 0.9);
+  CHECK(engine::deviceMemoryNote(torch::kCPU).empty());
 }
 
 TEST_CASE("ResNet18 forward and fine-tuning loss agree on CUDA and CPU") {
