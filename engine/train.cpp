@@ -29,36 +29,51 @@ double secondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// loader.next(batch), adding the time it blocked to `waited`: the seconds the model sat waiting
-// for decoded images (the manifest's input_wait_seconds; near 0 when data loading keeps up).
-bool nextBatch(BatchLoader& loader, Batch& batch, double& waited) {
-  const auto t = Clock::now();
-  const bool more = loader.next(batch);
-  waited += secondsSince(t);
-  return more;
-}
-
-// The rate over the second half of a run's images, the start-up left out (CUDA's and cuDNN's first
-// calls and autotuning, the first batches): the manifest's steady_images_per_s. Read it after the
-// last batch's results are back (on CUDA the loops end with a synchronising read).
-class SecondHalfRate {
+// What fine-tuning and embedding measure of their own run, for the manifest and the progress view:
+// the seconds the model waited for decoded images (input_wait_seconds; near 0 when data loading
+// keeps up), the rate over the second half of the images with the start-up left out
+// (steady_images_per_s: CUDA's and cuDNN's first calls and autotuning, the first batches), and on
+// CUDA the GPU memory in use beside the device.
+class StageMeter {
  public:
-  explicit SecondHalfRate(int64_t images) : m_half(images / 2) {}
+  StageMeter(JobContext& ctx, const torch::Device& device, int64_t images)
+      : m_ctx(ctx), m_device(device), m_label(ctx.snapshot().device), m_half(images / 2) {}
+  // loader.next(batch), timed.
+  bool next(BatchLoader& loader, Batch& batch) {
+    const auto t = Clock::now();
+    const bool more = loader.next(batch);
+    m_inputWait += secondsSince(t);
+    return more;
+  }
   void add(int64_t images) {
     m_done += images;
     if (m_doneAtHalf < 0 && m_done >= m_half) {
       m_doneAtHalf = m_done;
-      m_at = Clock::now();
+      m_atHalf = Clock::now();
     }
   }
-  json value() const {  // null when nothing came after the half
-    const double s = m_doneAtHalf < 0 ? 0 : secondsSince(m_at);
-    return s > 0 && m_done > m_doneAtHalf ? json((m_done - m_doneAtHalf) / s) : json(nullptr);
+  // Call where the device has been synchronised anyway: a memory reading costs no wait there.
+  void showDeviceMemory() {
+    if (m_device.is_cuda()) m_ctx.setDevice(m_label + ", " + deviceMemoryNote(m_device));
+  }
+  // Once the last batch's results are back (on CUDA the loops end with a synchronising read).
+  void finish() { m_end = Clock::now(); }
+  // input_wait_seconds and steady_images_per_s (null when nothing came after the half).
+  void record(json& stage) const {
+    const double s = m_doneAtHalf < 0 ? 0 : std::chrono::duration<double>(m_end - m_atHalf).count();
+    stage["input_wait_seconds"] = m_inputWait;
+    stage["steady_images_per_s"] =
+        s > 0 && m_done > m_doneAtHalf ? json((m_done - m_doneAtHalf) / s) : json(nullptr);
   }
 
  private:
-  int64_t m_half, m_done = 0, m_doneAtHalf = -1;
-  Clock::time_point m_at;
+  JobContext& m_ctx;
+  const torch::Device m_device;
+  const std::string m_label;  // the device as setupDevice described it
+  const int64_t m_half;
+  int64_t m_done = 0, m_doneAtHalf = -1;
+  double m_inputWait = 0;
+  Clock::time_point m_atHalf, m_end;
 };
 
 torch::Tensor normalizeInput(const torch::Tensor& x, const std::string& normalize) {
@@ -177,7 +192,6 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
     int64_t step = 0;
     double last[3] = {NAN, NAN, NAN};
     double priorSeconds = 0;  // time spent before a resume
-    double inputWait = 0;     // this run's seconds waiting for decoded images
     int epoch = 0;            // position: the current epoch and the batches of it already done
     int64_t batchInEpoch = 0;
     const std::string logPath = ws.path("logs/train.jsonl");
@@ -223,8 +237,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
       ctx.skip(static_cast<int64_t>(epoch) * n + std::min<int64_t>(n, batchInEpoch * cfg.batch));
     auto lastSave = Clock::now();
     const int64_t firstStep = step;
-    SecondHalfRate steady(total - ctx.snapshot().done);  // this run's images (after a resume)
-    const std::string deviceLabel = ctx.snapshot().device;  // and on CUDA its memory in use
+    StageMeter meter(ctx, device, total - ctx.snapshot().done);  // this run's images (resumed)
     try {
       for (; epoch < cfg.epochs; ++epoch, batchInEpoch = 0) {
         LoaderConfig lc;
@@ -238,7 +251,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
         lc.startBatch = batchInEpoch;
         BatchLoader loader(data, lc);
         Batch batch;
-        while (nextBatch(loader, batch, inputWait)) {
+        while (meter.next(loader, batch)) {
           ctx.checkStop();
           if (epoch == 0) skipped.insert(skipped.end(), batch.failures.begin(), batch.failures.end());
           for (const auto& f : batch.failures) ctx.log("skipped " + data.paths[f.first] + ": " + f.second);
@@ -263,7 +276,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
           loss.total.backward();
           if (!fusedAdamStep(opt)) opt.step();
           const int64_t done = batch.size + static_cast<int64_t>(batch.failures.size());
-          steady.add(done);
+          meter.add(done);
           // Reading a loss synchronises with the GPU: on CUDA only every few steps.
           if (!device.is_cuda() || step % 10 == 0 || loader.numBatches() * cfg.epochs <= step + 1) {
             last[0] = loss.total.item<double>();
@@ -274,7 +287,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                           std::to_string(step) + "; try a smaller --lr");
             ctx.advance(done, {{"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]}},
                         step);
-            if (device.is_cuda()) ctx.setDevice(deviceLabel + ", " + deviceMemoryNote(device));
+            meter.showDeviceMemory();
             const JobContext::Timing snap = ctx.timing();
             log.appendLine(json{{"step", step}, {"epoch", epoch}, {"batch", batch.size},
                                 {"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]},
@@ -305,7 +318,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
     if (step == 0 && cfg.epochs > 0)
       throw Error("train: no batch of at least 2 readable images in --data " + cfg.data);
 
-    const json steadyRate = steady.value();  // before the model is copied and written
+    meter.finish();  // before the model is copied and written
     model->to(torch::kCPU);
     writeTorchCheckpoint(ws.backbonePath(), stateDictOf(*model));
     const double secs = priorSeconds + secondsSince(start);
@@ -321,8 +334,6 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                 {"started", started},
                 {"finished", isoNow()},
                 {"seconds", secs},
-                {"input_wait_seconds", inputWait},
-                {"steady_images_per_s", steadyRate},
                 {"images", n},
                 {"steps", step},
                 {"device", describeDevice(cfg.run)},
@@ -331,6 +342,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                 {"skipped", skippedJson(skipped, data)},
                 {"summary", std::to_string(cfg.epochs) + " epoch(s), " + std::to_string(n) +
                                 " images, " + formatDuration(secs)}};
+      meter.record(st);
       if (m["stages"].contains("embed")) m["stages"]["embed"]["stale"] = true;
     });
     std::error_code ec;
@@ -382,13 +394,11 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
     lc.threads = cfg.run.threads;
     BatchLoader loader(data, lc);
     std::vector<float> out;
-    double inputWait = 0;  // seconds waiting for decoded images
     out.reserve(static_cast<size_t>(n) * 512);
     std::vector<std::string> kept;
     std::vector<std::pair<int64_t, std::string>> skipped;
     ctx.beginStage("embed", n, "images");
-    SecondHalfRate steady(n);
-    const std::string deviceLabel = ctx.snapshot().device;  // and on CUDA its memory in use
+    StageMeter meter(ctx, device, n);
     int64_t collected = 0;
     // On CUDA one batch is in flight: its forward pass and the copy of its embeddings back to the
     // host run while the next batch is decoded and copied to pinned memory; the GPU is waited for
@@ -403,11 +413,10 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
       out.insert(out.end(), p, p + e.numel());
       for (int64_t row : inFlightRows) kept.push_back(data.paths[row]);
       inFlight = torch::Tensor();
-      if (device.is_cuda() && collected++ % 10 == 0)
-        ctx.setDevice(deviceLabel + ", " + deviceMemoryNote(device));
+      if (collected++ % 10 == 0) meter.showDeviceMemory();
     };
     Batch batch;
-    while (nextBatch(loader, batch, inputWait)) {
+    while (meter.next(loader, batch)) {
       ctx.checkStop();
       for (const auto& f : batch.failures) {
         skipped.push_back(f);
@@ -425,10 +434,10 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
         inFlightRows = batch.indices;
       }
       ctx.advance(batch.size + static_cast<int64_t>(batch.failures.size()));
-      steady.add(batch.size + static_cast<int64_t>(batch.failures.size()));
+      meter.add(batch.size + static_cast<int64_t>(batch.failures.size()));
     }
     collect();
-    const json steadyRate = steady.value();
+    meter.finish();
     ctx.checkStop();
     if (kept.empty()) throw Error("embed: no readable image in " + root);
 
@@ -446,12 +455,11 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
                 {"started", started},
                 {"finished", isoNow()},
                 {"seconds", secs},
-                {"input_wait_seconds", inputWait},
-                {"steady_images_per_s", steadyRate},
                 {"images", rows},
                 {"device", describeDevice(cfg.run)},
                 {"skipped", skippedJson(skipped, data)},
                 {"summary", std::to_string(rows) + " embeddings, " + formatDuration(secs)}};
+      meter.record(st);
       if (mm["stages"].contains("sae")) mm["stages"]["sae"]["stale"] = true;
     });
     ctx.log("embed: " + std::to_string(rows) + " embeddings in " + formatDuration(secs) +

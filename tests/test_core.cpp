@@ -261,6 +261,12 @@ TEST_CASE("decodeImage converts grey and alpha to RGB and rejects what is not an
                        engine::Error);
 }
 
+// The loader tests' images: c/1NN.png, solid red NN*10 (writeSolidPng), 6x6 loaded at 4x4. A solid
+// image stays solid through the resize: the red plane's value identifies the row.
+double solidRed(const engine::Dataset& d, int64_t row) {
+  return (std::stoi(d.paths[row].substr(2, 3)) - 100) * 10 / 255.0;
+}
+
 TEST_CASE("BatchLoader yields every row once, in order or shuffled, skipping unreadable files") {
   testutil::TempDir dir("loader");
   for (int i = 0; i < 23; ++i) writeSolidPng(dir.str("c/" + std::to_string(100 + i) + ".png"), 6, 6, i * 10);
@@ -284,9 +290,8 @@ TEST_CASE("BatchLoader yields every row once, in order or shuffled, skipping unr
       for (int i = 0; i < b.size; ++i) {
         const int64_t row = b.indices[i];
         seen.push_back(row);
-        // A solid image stays solid through the resize: its value identifies the row.
-        const int value = std::stoi(d.paths[row].substr(2, 3)) - 100;
-        CHECK(b.pixels[static_cast<size_t>(i) * 48] == doctest::Approx(value * 10 / 255.0).epsilon(1e-5));
+        CHECK(b.pixels[static_cast<size_t>(i) * 48] ==
+              doctest::Approx(solidRed(d, row)).epsilon(1e-5));
       }
       for (const auto& f : b.failures) {
         CHECK(d.paths[f.first] == "c/150.png");
@@ -320,9 +325,8 @@ TEST_CASE("BatchLoader reuses the pixel buffers handed back; the allocator keeps
     ++batches;
     buffers.insert(b.pixels.data());
     for (int i = 0; i < b.size; ++i) {  // a reused buffer holds this batch's images, not old ones
-      const int value = std::stoi(d.paths[b.indices[i]].substr(2, 3)) - 100;
       CHECK(b.pixels[static_cast<size_t>(i) * 48 + 15] ==
-            doctest::Approx(value * 10 / 255.0).epsilon(1e-5));
+            doctest::Approx(solidRed(d, b.indices[i])).epsilon(1e-5));
     }
   }
   CHECK(batches == 12);

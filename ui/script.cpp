@@ -182,13 +182,17 @@ bool ScriptRunner::step(ImGuiIO& io) {
       return false;
     }
     if (c.op == "click" || c.op == "click-at") {
+      // The point of the named widget (fractions of its rectangle in the optional arguments).
+      auto widgetPoint = [&](float& x, float& y) {
+        return m_host.scriptWidget(c.args[0], static_cast<float>(arg(1, 0.5)),
+                                   static_cast<float>(arg(2, 0.5)), x, y);
+      };
       if (m_phase == 0) {
         float x = 0, y = 0;
         if (c.op == "click-at") {
           x = static_cast<float>(arg(0, 0));
           y = static_cast<float>(arg(1, 0));
-        } else if (!m_host.scriptWidget(c.args[0], static_cast<float>(arg(1, 0.5)),
-                                        static_cast<float>(arg(2, 0.5)), x, y)) {
+        } else if (!widgetPoint(x, y)) {
           // The widget may appear after a frame or two (a view switch, a popup opening).
           if (++m_counter > 120) fail("no widget named '" + c.args[0] + "' on screen");
           return false;
@@ -201,13 +205,10 @@ bool ScriptRunner::step(ImGuiIO& io) {
       }
       // Press and release where the widget is now: a layout that moved since the widget was
       // found (a line appearing above it once something loaded) would otherwise take the click.
-      if (c.op == "click") {
-        float x = m_mouseX, y = m_mouseY;
-        if (m_host.scriptWidget(c.args[0], static_cast<float>(arg(1, 0.5)),
-                                static_cast<float>(arg(2, 0.5)), x, y)) {
-          m_mouseX = x;
-          m_mouseY = y;
-        }
+      float x = 0, y = 0;
+      if (c.op == "click" && widgetPoint(x, y)) {
+        m_mouseX = x;
+        m_mouseY = y;
       }
       if (m_phase == 1) {
         m_mouseDown = true;
