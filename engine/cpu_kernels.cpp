@@ -306,4 +306,110 @@ void bnBackwardInput(const float* dy, const float* y, const float* x, int64_t c,
     backwardInput<false, false>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
 }
 
+// ---- NCHW planes ----------------------------------------------------------------------------
+namespace {
+constexpr int64_t kLanes = 16;
+
+// Two sums over one plane in kLanes double lanes: term(i, a, b) adds element i's parts.
+template <class Term>
+inline void laneSums(int64_t hw, Term&& term, double* s1, double* s2) {
+  double a[kLanes] = {}, b[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= hw; i += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) term(i + l, a[l], b[l]);
+  for (int64_t l = 0; i + l < hw; ++l) term(i + l, a[l], b[l]);
+  double t1 = 0, t2 = 0;
+  for (int64_t l = 0; l < kLanes; ++l) {
+    t1 += a[l];
+    t2 += b[l];
+  }
+  *s1 = t1;
+  *s2 = t2;
+}
+
+SAESCOPE_CLONES void planeMomentsImpl(const float* __restrict x, int64_t hw, float shift,
+                                      double* s1, double* s2) {
+  laneSums(
+      hw,
+      [&](int64_t i, double& a, double& b) {
+        const double v = x[i] - shift;
+        a += v;
+        b += v * v;
+      },
+      s1, s2);
+}
+
+template <bool Relu, bool Res>
+SAESCOPE_CLONES void planeScaleShift(const float* __restrict x, const float* __restrict res,
+                                     int64_t hw, float scale, float bias, float* __restrict y) {
+  for (int64_t i = 0; i < hw; ++i) {
+    float v = x[i] * scale + bias;
+    if constexpr (Res) v += res[i];
+    if constexpr (Relu) v = v < 0.f ? 0.f : v;
+    y[i] = v;
+  }
+}
+
+template <bool Relu>
+SAESCOPE_CLONES void planeSums(const float* __restrict dy, const float* __restrict y,
+                               const float* __restrict x, int64_t hw, float mean, double* sg,
+                               double* sgx) {
+  laneSums(
+      hw,
+      [&](int64_t i, double& a, double& b) {
+        const float g = passed<Relu>(dy[i], y, i);
+        a += g;
+        b += static_cast<double>(g) * (x[i] - mean);
+      },
+      sg, sgx);
+}
+
+template <bool Relu, bool Res>
+SAESCOPE_CLONES void planeInput(const float* __restrict dy, const float* __restrict y,
+                                const float* __restrict x, int64_t hw, float a, float gm, float k,
+                                float mean, float* __restrict dx, float* __restrict dres) {
+  for (int64_t i = 0; i < hw; ++i) {
+    const float g = passed<Relu>(dy[i], y, i);
+    dx[i] = a * (g - gm) - k * (x[i] - mean);
+    if constexpr (Res) dres[i] = g;
+  }
+}
+}  // namespace
+
+void planeMoments(const float* x, int64_t hw, float shift, double* s1, double* s2) {
+  planeMomentsImpl(x, hw, shift, s1, s2);
+}
+
+void planeScaleShiftAct(const float* x, const float* res, int64_t hw, float scale, float bias,
+                        bool relu, float* y) {
+  if (res && relu)
+    planeScaleShift<true, true>(x, res, hw, scale, bias, y);
+  else if (res)
+    planeScaleShift<false, true>(x, res, hw, scale, bias, y);
+  else if (relu)
+    planeScaleShift<true, false>(x, res, hw, scale, bias, y);
+  else
+    planeScaleShift<false, false>(x, res, hw, scale, bias, y);
+}
+
+void planeBackwardSums(const float* dy, const float* y, const float* x, int64_t hw, float mean,
+                       double* sg, double* sgx) {
+  if (y)
+    planeSums<true>(dy, y, x, hw, mean, sg, sgx);
+  else
+    planeSums<false>(dy, y, x, hw, mean, sg, sgx);
+}
+
+void planeBackwardInput(const float* dy, const float* y, const float* x, int64_t hw, float a,
+                        float gm, float k, float mean, float* dx, float* dres) {
+  if (y && dres)
+    planeInput<true, true>(dy, y, x, hw, a, gm, k, mean, dx, dres);
+  else if (y)
+    planeInput<true, false>(dy, y, x, hw, a, gm, k, mean, dx, dres);
+  else if (dres)
+    planeInput<false, true>(dy, y, x, hw, a, gm, k, mean, dx, dres);
+  else
+    planeInput<false, false>(dy, y, x, hw, a, gm, k, mean, dx, dres);
+}
+
 }  // namespace engine::kernels

@@ -76,4 +76,22 @@ void bnBackwardInput(const float* dy, const float* y, const float* x, int64_t c,
                      int64_t r1, const float* a, const float* gm, const float* k, const float* mean,
                      float* dx, float* dres);
 
+// ---- The same over NCHW maps (64 px, where the convolutions stay NCHW) ----------------------
+// An NCHW [n, c, h, w] map is n*c planes of hw = h*w values, plane i holding channel i % c of
+// image i / c. Each call covers one plane, with its channel's scalars; the callers add the planes'
+// sums per channel in plane order, so they do not depend on the thread count. The sums run in 16
+// double lanes, added in lane order at the end.
+
+// Σ (x − shift) into s1 and Σ (x − shift)² into s2 (set, not added).
+void planeMoments(const float* x, int64_t hw, float shift, double* s1, double* s2);
+// y = act(x·scale + bias (+ res)) over one plane; res may be null.
+void planeScaleShiftAct(const float* x, const float* res, int64_t hw, float scale, float bias,
+                        bool relu, float* y);
+// sg = Σ g and sgx = Σ g·(x − mean) over one plane (set), g as in bnBackwardSums.
+void planeBackwardSums(const float* dy, const float* y, const float* x, int64_t hw, float mean,
+                       double* sg, double* sgx);
+// dx = a·(g − gm) − k·(x − mean) over one plane; dres = g where dres is not null.
+void planeBackwardInput(const float* dy, const float* y, const float* x, int64_t hw, float a,
+                        float gm, float k, float mean, float* dx, float* dres);
+
 }  // namespace engine::kernels

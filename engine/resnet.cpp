@@ -191,51 +191,82 @@ struct SmallMapConvFn : torch::autograd::Function<SmallMapConvFn> {
   }
 };
 
-// ---- Batch normalisation, residual and ReLU over channels-last maps, on the CPU in fp32 --------
+// ---- Batch normalisation, residual and ReLU on the CPU in fp32 ----------------------------------
 // LibTorch 1.13's channels-last batch norm ran at a third to a quarter of this machine's memory
 // bandwidth in training (70 ms forward and 74 ms backward on [32, 64, 112, 112], two threads),
 // and the ReLU, the residual sum and their backward passes each go over the map once more. One
-// pass for the statistics and one for act(x·scale + bias + res) forward; two backward.
+// pass for the statistics and one for act(x·scale + bias + res) forward; two backward. NCHW maps
+// (64 px) the same way, plane by plane: there torch's batch norm, ReLU, residual sum and their
+// backward passes were 13 % of a fine-tuning step.
 
-// A [rows, c] map is cut into chunks fixed by its shape (about 64K values each): their sums, added
-// in chunk order, do not depend on the thread count.
+// A map is either channels-last (a [rows = n*h*w, c] matrix) or NCHW-contiguous (n*c planes).
+bool planar(const torch::Tensor& x) {
+  return !x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+at::MemoryFormat formatOf(const torch::Tensor& x) {
+  return planar(x) ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
+}
+int64_t channels(const torch::Tensor& x) {
+  return x.size(1);
+}
+int64_t mapRows(const torch::Tensor& x) {
+  return x.numel() / x.size(1);
+}
+int64_t planeSize(const torch::Tensor& x) {
+  return x.size(2) * x.size(3);
+}
+
+// A channels-last map is cut into chunks of rows fixed by its shape (about 64K values each); an
+// NCHW map into planes. Sums per chunk or plane, added in their order, do not depend on the
+// thread count.
 int64_t rowsPerChunk(int64_t c) {
   return std::max<int64_t>(1, 65536 / c);
 }
 int64_t chunkCount(int64_t rows, int64_t c) {
   return (rows + rowsPerChunk(c) - 1) / rowsPerChunk(c);
 }
-template <class F>
-void forChunks(int64_t rows, int64_t c, F&& fn) {  // fn(chunk, r0, r1), chunks in parallel
-  const int64_t per = rowsPerChunk(c);
+// rowsFn(chunk, r0, r1) for each chunk of a channels-last map, or planeFn(plane, channel) for each
+// plane of an NCHW one, in parallel.
+template <class R, class P>
+void forParts(const torch::Tensor& x, R&& rowsFn, P&& planeFn) {
+  const int64_t c = channels(x);
+  if (planar(x)) {
+    const int64_t planes = x.size(0) * c;
+    at::parallel_for(0, planes, std::max<int64_t>(1, 16384 / planeSize(x)),
+                     [&](int64_t p0, int64_t p1) {
+                       for (int64_t p = p0; p < p1; ++p) planeFn(p, p % c);
+                     });
+    return;
+  }
+  const int64_t rows = mapRows(x), per = rowsPerChunk(c);
   at::parallel_for(0, chunkCount(rows, c), 1, [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) fn(k, k * per, std::min(rows, (k + 1) * per));
+    for (int64_t k = k0; k < k1; ++k) rowsFn(k, k * per, std::min(rows, (k + 1) * per));
   });
 }
-// Per-channel totals of two sums computed chunk by chunk: sum(chunk, r0, r1, a, b) adds a chunk's
-// rows into a[c] and b[c] (zeroed); the totals are added in chunk order.
-template <class F>
-void channelTotals(int64_t rows, int64_t c, std::vector<double>& a, std::vector<double>& b,
-                   F&& sum) {
-  const int64_t chunks = chunkCount(rows, c);
-  std::vector<double> part(static_cast<size_t>(chunks * 2 * c), 0.0);
-  forChunks(rows, c, [&](int64_t k, int64_t r0, int64_t r1) {
-    sum(r0, r1, &part[k * 2 * c], &part[k * 2 * c + c]);
-  });
+// Per-channel totals of two sums: rowsSum(r0, r1, a, b) adds a chunk's rows into a[c] and b[c]
+// (zeroed); planeSum(plane, channel, a, b) sets one plane's two sums. Added in chunk or plane
+// order.
+template <class R, class P>
+void channelTotals(const torch::Tensor& x, std::vector<double>& a, std::vector<double>& b,
+                   R&& rowsSum, P&& planeSum) {
+  const int64_t c = channels(x);
+  const int64_t parts = planar(x) ? x.size(0) * c : chunkCount(mapRows(x), c);
+  const int64_t width = planar(x) ? 1 : c;  // sums per part
+  std::vector<double> part(static_cast<size_t>(parts * 2 * width), 0.0);
+  forParts(
+      x,
+      [&](int64_t k, int64_t r0, int64_t r1) {
+        rowsSum(r0, r1, &part[k * 2 * c], &part[k * 2 * c + c]);
+      },
+      [&](int64_t p, int64_t j) { planeSum(p, j, &part[p * 2], &part[p * 2 + 1]); });
   a.assign(c, 0.0);
   b.assign(c, 0.0);
-  for (int64_t k = 0; k < chunks; ++k)
-    for (int64_t j = 0; j < c; ++j) {
-      a[j] += part[(k * 2) * c + j];
-      b[j] += part[(k * 2 + 1) * c + j];
+  for (int64_t k = 0; k < parts; ++k)
+    for (int64_t i = 0; i < width; ++i) {
+      const int64_t j = planar(x) ? k % c : i;
+      a[j] += part[(k * 2) * width + i];
+      b[j] += part[(k * 2 + 1) * width + i];
     }
-}
-
-int64_t channels(const torch::Tensor& x) {
-  return x.size(1);
-}
-int64_t mapRows(const torch::Tensor& x) {
-  return x.numel() / x.size(1);
 }
 
 // The batch's mean and 1/sqrt(var + eps) per channel ([c] floats), and torch's update of the
@@ -244,13 +275,19 @@ std::pair<torch::Tensor, torch::Tensor> batchStatistics(const torch::Tensor& x,
                                                         torch::Tensor& runningMean,
                                                         torch::Tensor& runningVar, double momentum,
                                                         double eps) {
-  const int64_t c = channels(x), rows = mapRows(x);
+  const int64_t c = channels(x), rows = mapRows(x), hw = planeSize(x);
   const float* xp = x.data_ptr<float>();
-  const std::vector<float> shift(xp, xp + c);  // the first row: near the mean
+  std::vector<float> shift(c);  // the first image's first position: near the mean
+  for (int64_t j = 0; j < c; ++j) shift[j] = xp[planar(x) ? j * hw : j];
   std::vector<double> s1, s2;
-  channelTotals(rows, c, s1, s2, [&](int64_t r0, int64_t r1, double* a, double* b) {
-    kernels::channelMoments(xp, c, r0, r1, shift.data(), a, b);
-  });
+  channelTotals(
+      x, s1, s2,
+      [&](int64_t r0, int64_t r1, double* a, double* b) {
+        kernels::channelMoments(xp, c, r0, r1, shift.data(), a, b);
+      },
+      [&](int64_t p, int64_t j, double* a, double* b) {
+        kernels::planeMoments(xp + p * hw, hw, shift[j], a, b);
+      });
   torch::Tensor mean = torch::empty({c}, x.options()), invstd = torch::empty({c}, x.options());
   float* m = mean.data_ptr<float>();
   float* is = invstd.data_ptr<float>();
@@ -267,11 +304,11 @@ std::pair<torch::Tensor, torch::Tensor> batchStatistics(const torch::Tensor& x,
 }
 
 // act(x·scale + bias + residual) with scale = weight·invstd and bias = b − mean·scale, torch's
-// form of the normalisation.
+// form of the normalisation; in x's layout.
 torch::Tensor normalizeAct(const torch::Tensor& x, const torch::Tensor& weight,
                            const torch::Tensor& bias, const torch::Tensor& residual,
                            const torch::Tensor& mean, const torch::Tensor& invstd, bool relu) {
-  const int64_t c = channels(x);
+  const int64_t c = channels(x), hw = planeSize(x);
   std::vector<float> scale(c), shift(c);
   const float* w = weight.data_ptr<float>();
   const float* b = bias.data_ptr<float>();
@@ -281,13 +318,19 @@ torch::Tensor normalizeAct(const torch::Tensor& x, const torch::Tensor& weight,
     scale[j] = w[j] * is[j];
     shift[j] = b[j] - m[j] * scale[j];
   }
-  torch::Tensor y = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
+  torch::Tensor y = torch::empty_like(x, formatOf(x));
   const float* xp = x.data_ptr<float>();
   const float* rp = residual.defined() ? residual.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  forChunks(mapRows(x), c, [&](int64_t, int64_t r0, int64_t r1) {
-    kernels::scaleShiftAct(xp, rp, c, r0, r1, scale.data(), shift.data(), relu, yp);
-  });
+  forParts(
+      x,
+      [&](int64_t, int64_t r0, int64_t r1) {
+        kernels::scaleShiftAct(xp, rp, c, r0, r1, scale.data(), shift.data(), relu, yp);
+      },
+      [&](int64_t p, int64_t j) {
+        kernels::planeScaleShiftAct(xp + p * hw, rp ? rp + p * hw : nullptr, hw, scale[j], shift[j],
+                                    relu, yp + p * hw);
+      });
   return y;
 }
 
@@ -306,8 +349,8 @@ struct BatchNormActFn : torch::autograd::Function<BatchNormActFn> {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &x = saved[0], &weight = saved[1], &mean = saved[2], &invstd = saved[3];
     const torch::Tensor& y = saved[4];
-    const torch::Tensor dy = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
-    const int64_t c = channels(x), rows = mapRows(x);
+    const torch::Tensor dy = grads[0].contiguous(formatOf(x));
+    const int64_t c = channels(x), rows = mapRows(x), hw = planeSize(x);
     const float* dyp = dy.data_ptr<float>();
     const float* yp = y.defined() ? y.data_ptr<float>() : nullptr;
     const float* xp = x.data_ptr<float>();
@@ -316,9 +359,15 @@ struct BatchNormActFn : torch::autograd::Function<BatchNormActFn> {
     const float* w = weight.data_ptr<float>();
     // sg = Σ g, sgx = Σ g·(x − mean), g the gradient past the ReLU.
     std::vector<double> sg, sgx;
-    channelTotals(rows, c, sg, sgx, [&](int64_t r0, int64_t r1, double* a, double* b) {
-      kernels::bnBackwardSums(dyp, yp, xp, c, r0, r1, m, a, b);
-    });
+    channelTotals(
+        x, sg, sgx,
+        [&](int64_t r0, int64_t r1, double* a, double* b) {
+          kernels::bnBackwardSums(dyp, yp, xp, c, r0, r1, m, a, b);
+        },
+        [&](int64_t p, int64_t j, double* a, double* b) {
+          kernels::planeBackwardSums(dyp + p * hw, yp ? yp + p * hw : nullptr, xp + p * hw, hw,
+                                     m[j], a, b);
+        });
     torch::Tensor dx, dw, db, dres;
     if (ctx->needs_input_grad(0) || ctx->needs_input_grad(3)) {
       // dx = weight·invstd·(g − mean(g) − x̂·mean(g·x̂)) = a·(g − gm) − k·(x − mean).
@@ -329,14 +378,21 @@ struct BatchNormActFn : torch::autograd::Function<BatchNormActFn> {
         gm[j] = static_cast<float>(sg[j] / rows);
         k[j] = static_cast<float>(aj * is[j] * is[j] * sgx[j] / rows);
       }
-      dx = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
-      if (ctx->needs_input_grad(3)) dres = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
+      dx = torch::empty_like(x, formatOf(x));
+      if (ctx->needs_input_grad(3)) dres = torch::empty_like(x, formatOf(x));
       float* dxp = dx.data_ptr<float>();
       float* drp = dres.defined() ? dres.data_ptr<float>() : nullptr;
-      forChunks(rows, c, [&](int64_t, int64_t r0, int64_t r1) {
-        kernels::bnBackwardInput(dyp, yp, xp, c, r0, r1, a.data(), gm.data(), k.data(), m, dxp,
-                                 drp);
-      });
+      forParts(
+          x,
+          [&](int64_t, int64_t r0, int64_t r1) {
+            kernels::bnBackwardInput(dyp, yp, xp, c, r0, r1, a.data(), gm.data(), k.data(), m, dxp,
+                                     drp);
+          },
+          [&](int64_t p, int64_t j) {
+            const int64_t o = p * hw;
+            kernels::planeBackwardInput(dyp + o, yp ? yp + o : nullptr, xp + o, hw, a[j], gm[j],
+                                        k[j], m[j], dxp + o, drp ? drp + o : nullptr);
+          });
       if (!ctx->needs_input_grad(0)) dx = torch::Tensor();
     }
     if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
@@ -416,9 +472,9 @@ torch::Tensor stemMaxPool(const torch::Tensor& x) {
 torch::Tensor batchNormAct(nn::BatchNorm2d& bn, const torch::Tensor& x,
                            const torch::Tensor& residual, bool relu) {
   const auto& o = bn->options;
-  auto fp32cl = [&](const torch::Tensor& t) {
+  auto fp32map = [&](const torch::Tensor& t) {  // channels-last or NCHW-contiguous
     return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.dim() == 4 &&
-           t.is_contiguous(at::MemoryFormat::ChannelsLast);
+           (t.is_contiguous(at::MemoryFormat::ChannelsLast) || t.is_contiguous());
   };
   auto fp32vec = [&](const torch::Tensor& t) {
     return t.defined() && t.is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous() &&
@@ -430,9 +486,10 @@ torch::Tensor batchNormAct(nn::BatchNorm2d& bn, const torch::Tensor& x,
       (x.requires_grad() || bn->weight.requires_grad() || bn->bias.requires_grad() ||
        (residual.defined() && residual.requires_grad()));
   bool ours = ownCpuKernels() && !cpuAutocastEnabled() && o.affine() && o.track_running_stats() &&
-              o.momentum().has_value() && fp32cl(x) && x.numel() > 0 && fp32vec(bn->weight) &&
+              o.momentum().has_value() && fp32map(x) && x.numel() > 0 && fp32vec(bn->weight) &&
               fp32vec(bn->bias) && fp32vec(bn->running_mean) && fp32vec(bn->running_var) &&
-              (!residual.defined() || (fp32cl(residual) && residual.sizes() == x.sizes()));
+              (!residual.defined() || (fp32map(residual) && residual.sizes() == x.sizes() &&
+                                       residual.is_contiguous(formatOf(x))));
   // Training needs two values per channel (torch's error otherwise); evaluation is ours only
   // without autograd (embedding).
   ours = ours && (training ? mapRows(x) > 1 : !needsGrad);

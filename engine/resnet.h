@@ -41,7 +41,8 @@ TORCH_MODULE(ResNet18);
 torch::Tensor stemMaxPool(const torch::Tensor& x);
 
 // act(bn(x) + residual), act = ReLU or identity, residual optional (undefined). On the CPU in
-// fp32 over channels-last maps (224 px), by the engine's own loops: the batch's statistics, the
+// fp32 over channels-last (224 px) or NCHW-contiguous maps (residual in the same layout), by the
+// engine's own loops: the batch's statistics, the
 // running statistics and num_batches_tracked as BatchNorm2d updates them, values and gradients
 // as torch's to fp32 rounding, in one pass forward and two backward (torch's kernels take
 // several and run below the memory's speed). In evaluation mode only without autograd

@@ -195,118 +195,130 @@ TEST_CASE("a fine-tuning step in train mode has torchvision's losses, gradients 
   }
 }
 
-TEST_CASE("batch norm, residual and ReLU over channels-last maps: values, gradients, statistics") {
+TEST_CASE(
+    "batch norm, residual and ReLU over channels-last and NCHW maps: values, gradients, "
+    "statistics") {
   struct Case {
     int64_t n, c, h, w;
     bool residual, relu;
   };
   torch::manual_seed(11);
   const int threadsBefore = at::get_num_threads();
-  for (const Case& k : {Case{4, 64, 9, 7, false, true}, Case{3, 16, 5, 5, true, true},
-                        Case{2, 40, 3, 4, true, false}, Case{2, 8, 1, 1, false, false},
-                        Case{64, 512, 2, 2, true, true}, Case{32, 128, 8, 8, true, true}}) {
-    INFO("shape ", k.n, "x", k.c, "x", k.h, "x", k.w, std::string(k.residual ? " residual" : ""),
-         std::string(k.relu ? " relu" : ""));
-    const auto cl = torch::MemoryFormat::ChannelsLast;
-    // Off-centre inputs (mean 3) and non-trivial parameters and running statistics.
-    const auto x0 = (torch::randn({k.n, k.c, k.h, k.w}) * 2 + 3).contiguous(cl);
-    const auto r0 = torch::randn({k.n, k.c, k.h, k.w}).contiguous(cl);
-    const auto g = torch::randn({k.n, k.c, k.h, k.w});
-    const auto w0 = torch::rand({k.c}) + 0.5, b0 = torch::rand({k.c}) - 0.5;
-    const auto rm0 = torch::rand({k.c}) * 2 - 1, rv0 = torch::rand({k.c}) + 0.5;
-    auto fresh = [&] {
-      torch::nn::BatchNorm2d bn(k.c);
-      torch::NoGradGuard ng;
-      bn->weight.copy_(w0);
-      bn->bias.copy_(b0);
-      bn->running_mean.copy_(rm0);
-      bn->running_var.copy_(rv0);
-      return bn;
-    };
-    // The reference: torch's functional batch norm in double.
-    auto wd = w0.to(torch::kDouble).requires_grad_(), bd = b0.to(torch::kDouble).requires_grad_();
-    auto xd = x0.to(torch::kDouble).requires_grad_(), rd = r0.to(torch::kDouble).requires_grad_();
-    auto rmd = rm0.to(torch::kDouble), rvd = rv0.to(torch::kDouble);
-    auto yd = torch::batch_norm(xd, wd, bd, rmd, rvd, true, 0.1, 1e-5, false);
-    if (k.residual) yd = yd + rd;
-    if (k.relu) yd = torch::relu(yd);
-    yd.backward(g.to(torch::kDouble));
-    // Torch's own float32 batch norm, the yardstick for rounding: with few values per channel
-    // (2 in the 2x8x1x1 case, where dx is 0 in exact arithmetic and float rounding scaled by
-    // 1/sigma is all there is) a fixed tolerance fails on some draws for torch's kernel too.
-    auto wf = w0.clone().requires_grad_(), bf = b0.clone().requires_grad_();
-    auto xf = x0.clone().requires_grad_(), rf = r0.clone().requires_grad_();
-    auto rmf = rm0.clone(), rvf = rv0.clone();
-    auto yf = torch::batch_norm(xf, wf, bf, rmf, rvf, true, 0.1, 1e-5, false);
-    if (k.residual) yf = yf + rf;
-    if (k.relu) yf = torch::relu(yf);
-    yf.backward(g);
-    // got within 2e-5 relative of the float64 result, or no further from it than 4x torch's
-    // float32 kernel is.
-    auto near = [](const torch::Tensor& got, const torch::Tensor& want,
-                   const torch::Tensor& torch32, const std::string& what) {
-      INFO(what);
-      REQUIRE(got.defined());
-      REQUIRE(got.sizes() == want.sizes());
-      const double err = (got.to(torch::kDouble) - want).abs().max().item<double>();
-      const double torchErr = (torch32.to(torch::kDouble) - want).abs().max().item<double>();
-      CHECK(err <= std::max(2e-5 * (1 + want.abs().max().item<double>()), 4 * torchErr));
-    };
-    torch::Tensor first[6];
-    for (int threads : {1, 3}) {
-      INFO("threads ", threads);
-      at::set_num_threads(threads);
-      auto bn = fresh();
-      auto xa = x0.clone().requires_grad_(), ra = r0.clone().requires_grad_();
-      const auto y = engine::batchNormAct(bn, xa, k.residual ? ra : torch::Tensor(), k.relu);
-      CHECK(y.is_contiguous(cl));
-      y.backward(g);
-      near(y, yd.detach(), yf.detach(), "y");
-      near(xa.grad(), xd.grad(), xf.grad(), "dx");
-      near(bn->weight.grad(), wd.grad(), wf.grad(), "dweight");
-      near(bn->bias.grad(), bd.grad(), bf.grad(), "dbias");
-      near(bn->running_mean, rmd, rmf, "running mean");
-      near(bn->running_var, rvd, rvf, "running variance");
-      CHECK(bn->num_batches_tracked.item<int64_t>() == 1);
-      if (k.residual)
-        near(ra.grad(), rd.grad(), rf.grad(), "dresidual");
-      else
-        CHECK(!ra.grad().defined());
-      // The same bits on any number of threads (sums over chunks fixed by the shape).
-      const torch::Tensor now[6] = {
-          y, xa.grad(), bn->weight.grad(), bn->bias.grad(), bn->running_mean, bn->running_var};
-      for (int i = 0; i < 6; ++i) {
-        if (threads == 1)
-          first[i] = now[i].detach().clone();
+  for (const auto cl : {torch::MemoryFormat::ChannelsLast, torch::MemoryFormat::Contiguous})
+    for (const Case& k : {Case{4, 64, 9, 7, false, true}, Case{3, 16, 5, 5, true, true},
+                          Case{2, 40, 3, 4, true, false}, Case{2, 8, 1, 1, false, false},
+                          Case{64, 512, 2, 2, true, true}, Case{32, 128, 8, 8, true, true},
+                          Case{3, 5, 17, 19, true, true}}) {
+      INFO("shape ", k.n, "x", k.c, "x", k.h, "x", k.w, std::string(k.residual ? " residual" : ""),
+           std::string(k.relu ? " relu" : ""),
+           std::string(cl == torch::MemoryFormat::ChannelsLast ? " channels-last" : " NCHW"));
+      // Off-centre inputs (mean 3) and non-trivial parameters and running statistics.
+      const auto x0 = (torch::randn({k.n, k.c, k.h, k.w}) * 2 + 3).contiguous(cl);
+      const auto r0 = torch::randn({k.n, k.c, k.h, k.w}).contiguous(cl);
+      const auto g = torch::randn({k.n, k.c, k.h, k.w});
+      const auto w0 = torch::rand({k.c}) + 0.5, b0 = torch::rand({k.c}) - 0.5;
+      const auto rm0 = torch::rand({k.c}) * 2 - 1, rv0 = torch::rand({k.c}) + 0.5;
+      auto fresh = [&] {
+        torch::nn::BatchNorm2d bn(k.c);
+        torch::NoGradGuard ng;
+        bn->weight.copy_(w0);
+        bn->bias.copy_(b0);
+        bn->running_mean.copy_(rm0);
+        bn->running_var.copy_(rv0);
+        return bn;
+      };
+      // The reference: torch's functional batch norm in double.
+      auto wd = w0.to(torch::kDouble).requires_grad_(), bd = b0.to(torch::kDouble).requires_grad_();
+      auto xd = x0.to(torch::kDouble).requires_grad_(), rd = r0.to(torch::kDouble).requires_grad_();
+      auto rmd = rm0.to(torch::kDouble), rvd = rv0.to(torch::kDouble);
+      auto yd = torch::batch_norm(xd, wd, bd, rmd, rvd, true, 0.1, 1e-5, false);
+      if (k.residual) yd = yd + rd;
+      if (k.relu) yd = torch::relu(yd);
+      yd.backward(g.to(torch::kDouble));
+      // Torch's own float32 batch norm, the yardstick for rounding: with few values per channel
+      // (2 in the 2x8x1x1 case, where dx is 0 in exact arithmetic and float rounding scaled by
+      // 1/sigma is all there is) a fixed tolerance fails on some draws for torch's kernel too.
+      auto wf = w0.clone().requires_grad_(), bf = b0.clone().requires_grad_();
+      auto xf = x0.clone().requires_grad_(), rf = r0.clone().requires_grad_();
+      auto rmf = rm0.clone(), rvf = rv0.clone();
+      auto yf = torch::batch_norm(xf, wf, bf, rmf, rvf, true, 0.1, 1e-5, false);
+      if (k.residual) yf = yf + rf;
+      if (k.relu) yf = torch::relu(yf);
+      yf.backward(g);
+      // got within 2e-5 relative of the float64 result, or no further from it than 4x torch's
+      // float32 kernel is.
+      auto near = [](const torch::Tensor& got, const torch::Tensor& want,
+                     const torch::Tensor& torch32, const std::string& what) {
+        INFO(what);
+        REQUIRE(got.defined());
+        REQUIRE(got.sizes() == want.sizes());
+        const double err = (got.to(torch::kDouble) - want).abs().max().item<double>();
+        const double torchErr = (torch32.to(torch::kDouble) - want).abs().max().item<double>();
+        CHECK(err <= std::max(2e-5 * (1 + want.abs().max().item<double>()), 4 * torchErr));
+      };
+      torch::Tensor first[6];
+      for (int threads : {1, 3}) {
+        INFO("threads ", threads);
+        at::set_num_threads(threads);
+        auto bn = fresh();
+        auto xa = x0.clone().requires_grad_(), ra = r0.clone().requires_grad_();
+        const auto y = engine::batchNormAct(bn, xa, k.residual ? ra : torch::Tensor(), k.relu);
+        CHECK(y.is_contiguous(cl));
+        // The engine's loops ran (torch's modules would give the same values).
+        REQUIRE(y.grad_fn());
+        CHECK(y.grad_fn()->name().find("BatchNormActFn") != std::string::npos);
+        y.backward(g);
+        near(y, yd.detach(), yf.detach(), "y");
+        near(xa.grad(), xd.grad(), xf.grad(), "dx");
+        near(bn->weight.grad(), wd.grad(), wf.grad(), "dweight");
+        near(bn->bias.grad(), bd.grad(), bf.grad(), "dbias");
+        near(bn->running_mean, rmd, rmf, "running mean");
+        near(bn->running_var, rvd, rvf, "running variance");
+        CHECK(bn->num_batches_tracked.item<int64_t>() == 1);
+        if (k.residual)
+          near(ra.grad(), rd.grad(), rf.grad(), "dresidual");
         else
-          CHECK(torch::equal(now[i], first[i]));
+          CHECK(!ra.grad().defined());
+        // The same bits on any number of threads (sums over chunks fixed by the shape).
+        const torch::Tensor now[6] = {
+            y, xa.grad(), bn->weight.grad(), bn->bias.grad(), bn->running_mean, bn->running_var};
+        for (int i = 0; i < 6; ++i) {
+          if (threads == 1)
+            first[i] = now[i].detach().clone();
+          else
+            CHECK(torch::equal(now[i], first[i]));
+        }
+      }
+      // Evaluation without autograd (embedding): the running statistics, unchanged.
+      {
+        c10::InferenceMode inference;
+        auto bn = fresh();
+        bn->eval();
+        auto want = torch::batch_norm(x0.to(torch::kDouble), w0.to(torch::kDouble),
+                                      b0.to(torch::kDouble), rm0.to(torch::kDouble),
+                                      rv0.to(torch::kDouble), false, 0.1, 1e-5, false);
+        auto want32 = torch::batch_norm(x0, w0, b0, rm0, rv0, false, 0.1, 1e-5, false);
+        if (k.residual) want = want + r0.to(torch::kDouble), want32 = want32 + r0;
+        if (k.relu) want = torch::relu(want), want32 = torch::relu(want32);
+        near(engine::batchNormAct(bn, x0, k.residual ? r0 : torch::Tensor(), k.relu), want, want32,
+             "eval");
+        CHECK(torch::equal(bn->running_mean, rm0));
+        CHECK(bn->num_batches_tracked.item<int64_t>() == 0);
       }
     }
-    // Evaluation without autograd (embedding): the running statistics, unchanged.
-    {
-      c10::InferenceMode inference;
-      auto bn = fresh();
-      bn->eval();
-      auto want = torch::batch_norm(x0.to(torch::kDouble), w0.to(torch::kDouble),
-                                    b0.to(torch::kDouble), rm0.to(torch::kDouble),
-                                    rv0.to(torch::kDouble), false, 0.1, 1e-5, false);
-      auto want32 = torch::batch_norm(x0, w0, b0, rm0, rv0, false, 0.1, 1e-5, false);
-      if (k.residual) want = want + r0.to(torch::kDouble), want32 = want32 + r0;
-      if (k.relu) want = torch::relu(want), want32 = torch::relu(want32);
-      near(engine::batchNormAct(bn, x0, k.residual ? r0 : torch::Tensor(), k.relu), want, want32,
-           "eval");
-      CHECK(torch::equal(bn->running_mean, rm0));
-      CHECK(bn->num_batches_tracked.item<int64_t>() == 0);
-    }
-  }
   at::set_num_threads(threadsBefore);
-  // NCHW maps (and a single value per channel in training) go to torch's modules unchanged.
+  // Other layouts (a residual in another layout than x, a strided map) go to torch's modules,
+  // as does a single value per channel in training (torch's error).
   torch::nn::BatchNorm2d bn(3);
   const auto x = torch::randn({2, 3, 4, 4});
-  const auto r = torch::randn({2, 3, 4, 4});
+  const auto r = torch::randn({2, 3, 4, 4}).contiguous(torch::MemoryFormat::ChannelsLast);
   torch::nn::BatchNorm2d twin(3);
-  CHECK(torch::allclose(engine::batchNormAct(bn, x, r, true), torch::relu(twin(x) + r)));
+  const auto y = engine::batchNormAct(bn, x, r, true);
+  CHECK(y.grad_fn()->name().find("BatchNormActFn") == std::string::npos);
+  CHECK(torch::allclose(y, torch::relu(twin(x) + r)));
   CHECK(torch::allclose(bn->running_var, twin->running_var));
+  const auto strided = torch::randn({2, 3, 4, 8}).slice(3, 0, 8, 2);
+  CHECK(torch::allclose(engine::batchNormAct(bn, strided, {}, false), twin(strided)));
   CHECK_THROWS(engine::batchNormAct(bn, torch::randn({1, 3, 1, 1}), {}, true));
 }
 
@@ -553,10 +565,14 @@ TEST_CASE("the bf16-screened SAE encoding keeps exactly the fp32 product's nonze
     }
     return rows;
   };
-  // Two fp32 products (the GEMM's and the dot products') may round a pre-activation within about
-  // 1e-6 of zero to either side; elsewhere the kept features must be exactly the reference's.
+  // Two fp32 products (the GEMM's and the dot products', 96 terms of about 0.1) may round a
+  // pre-activation within about 1e-7 of zero to either side: the features built with tiny = 0
+  // (every fifteenth) come out of the reference as exactly 0 or a rounding away from it, and
+  // either decision is right there. From 5e-7 on (the built ones at ±1e-6 to ±4e-6 included) the
+  // kept features must be exactly the reference's. (A bound on the count of flips within 1e-5
+  // instead failed on AMD's EPYC: 11 of the 20 exact zeros flipped, each a coin toss.)
   const torch::Tensor refPre = torch::addmm(be, x, we);
-  constexpr float kUndecided = 1e-5f;
+  constexpr float kUndecided = 5e-7f;
   // Screened on AMX tiles (where the CPU has them), screened through LibTorch's bf16 product, and
   // one fp32 GEMM.
   for (const int path : {0, 1, 2}) {
@@ -567,7 +583,7 @@ TEST_CASE("the bf16-screened SAE encoding keeps exactly the fp32 product's nonze
       return encode(method, path < 2);
     }();
     REQUIRE(rows.rows() == n);
-    int64_t nearZeroKept = 0, undecided = 0;
+    int64_t nearZeroKept = 0, roundingLevel = 0;
     for (int64_t r = 0; r < n; ++r) {
       const float* pre = refPre[r].data_ptr<float>();
       std::vector<bool> got(f, false);
@@ -588,7 +604,7 @@ TEST_CASE("the bf16-screened SAE encoding keeps exactly the fp32 product's nonze
       for (int64_t j = 0; j < f; ++j) {
         const bool want = pre[j] > 0 || std::isnan(pre[j]);
         if (std::abs(pre[j]) < kUndecided) {
-          undecided += got[j] != want;
+          ++roundingLevel;
           continue;
         }
         if (got[j] != want)
@@ -600,7 +616,7 @@ TEST_CASE("the bf16-screened SAE encoding keeps exactly the fp32 product's nonze
         CHECK(rows.norm[r] == doctest::Approx(std::sqrt(sq)).epsilon(1e-6));
     }
     CHECK(nearZeroKept >= 20);  // positives within 1e-5 of zero were found, not screened out
-    CHECK(undecided <= 10);
+    CHECK(roundingLevel >= 20);  // the built zeros are there (and were the only free choices)
   }
   // A dense ReLU SAE (about half its elements positive): screening gives way to the GEMM.
   const torch::Tensor dense = torch::zeros({f});
