@@ -52,7 +52,9 @@ static void trainFlags(Command& cmd, engine::TrainConfig& t) {
            "none: random init")
       .integer("--limit", &t.limit, "use only the first N images (0: all)")
       .str("--normalize", "none|imagenet", &t.normalize, "input normalisation")
-      .str("--precision", "fp32|bf16", &t.precision, "numeric precision");
+      .str("--precision", "fp32|bf16|fp16", &t.precision,
+           "fp32: the reference; bf16: autocast (AMX, tensor cores); fp16: CUDA only, autocast "
+           "with loss scaling (GPUs without bf16)");
   checkpointFlags(cmd, "run", &t.resume, &t.checkpointMinutes, &t.checkpointSteps);
 }
 
@@ -141,7 +143,8 @@ int cmdEmbed(const std::vector<std::string>& args) {
   cmd.str("--workspace", "WS", &e.workspace, "workspace folder")
       .integer("--batch", &e.batch, "batch size")
       .integer("--image-size", &e.imageSize, "0: the size the backbone was trained at")
-      .str("--precision", "fp32|bf16", &e.precision, "numeric precision");
+      .str("--precision", "fp32|bf16|fp16", &e.precision,
+           "the model in fp32 (the reference), bf16 or fp16 (CUDA only)");
   cmd.common(&e.run);
   if (!cmd.parse(args)) return 0;
   requireWorkspace(e.workspace);
@@ -223,7 +226,8 @@ int cmdRun(const std::vector<std::string>& args) {
   engine::SaeConfig s = engine::saeDefaults(variantOf(args));
   std::string holdout = s.holdout ? "yes" : "no";
   Command cmd("run", "--data DIR --workspace WS [options]",
-              "The whole pipeline: train, embed, sae (and the feature index).");
+              "The whole pipeline: train, embed, sae (and the feature index). --precision applies "
+              "to every stage; with fp16 the SAE trains in fp32.");
   trainFlags(cmd, t);
   cmd.integer("--embed-batch", &e.batch, "embedding batch size");
   saeFlags(cmd, s, true, &holdout);
@@ -235,6 +239,7 @@ int cmdRun(const std::vector<std::string>& args) {
   e.workspace = s.workspace = t.workspace;
   e.run = s.run = t.run;
   e.precision = s.precision = t.precision;
+  if (t.precision == "fp16") s.precision = "fp32";  // the SAE's products: fp32 or bf16
   engine::validate(t);
   engine::validate(e);
   engine::validate(s);

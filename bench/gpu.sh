@@ -32,7 +32,7 @@ build-gpu/bench/saescope_bench_loader "$work/data" 224 256 "1,4,8,$(nproc)"
 # cuDNN's autotuning of each batch shape, the model), which a CelebA estimate counts once:
 # start-up + 202,599 / steady rate.
 rows=()
-for prec in fp32 bf16; do
+for prec in fp32 bf16 fp16; do
   ws="$work/ws-$prec"
   $bin train --data "$work/data" --workspace "$ws" --image-size 224 --batch 256 --precision "$prec" --device cuda 2>&1 | tail -1
   $bin embed --workspace "$ws" --batch 512 --precision "$prec" --device cuda 2>&1 | tail -1

@@ -128,8 +128,16 @@ void validateRun(const RunOptions& r) {
     throw Error("--device " + d + ": expected auto, cpu, cuda or cuda:N");
 }
 
-void validatePrecision(const std::string& p) {
-  if (p != "fp32" && p != "bf16") throw Error("--precision " + p + ": expected fp32 or bf16");
+// fp16 (CUDA) is for the ResNet stages, whose fine-tuning scales the loss; the SAE's products
+// run in fp32 or bf16.
+void validatePrecision(const std::string& p, bool fp16 = true) {
+  if (p == "fp32" || p == "bf16" || (fp16 && p == "fp16")) return;
+  if (p == "fp16")
+    throw Error(
+        "--precision fp16: the SAE runs in fp32 or bf16 (fp16 is for fine-tuning and "
+        "embedding on CUDA)");
+  throw Error("--precision " + p +
+              (fp16 ? ": expected fp32, bf16 or fp16" : ": expected fp32 or bf16"));
 }
 }  // namespace
 
@@ -209,7 +217,7 @@ void validate(const SaeConfig& c) {
       throw Error("--name " + c.name + ": use letters, digits, '-', '_' and '.' only");
   if (!c.name.empty() && c.name[0] == '.')
     throw Error("--name " + c.name + ": must not start with '.'");
-  validatePrecision(c.precision);
+  validatePrecision(c.precision, /*fp16=*/false);
   validateRun(c.run);
 }
 

@@ -359,21 +359,39 @@ bool cpuAutocastEnabled() {
 #endif
 }
 
-AutocastGuard::AutocastGuard(const torch::Device& device, bool enabled)
-    : m_device(device), m_enabled(enabled) {
-  if (!enabled) return;
+at::ScalarType reducedType(const std::string& precision) {
+  if (precision == "bf16") return at::kBFloat16;
+  if (precision == "fp16") return at::kHalf;
+  return at::kFloat;
+}
+
+void checkPrecisionDevice(const std::string& precision, const RunOptions& run) {
+  const std::string& dev = run.device.empty() ? std::string("auto") : run.device;
+  const bool cuda = dev.rfind("cuda", 0) == 0 || (dev == "auto" && torch::cuda::is_available());
+  if (precision == "fp16" && !cuda)
+    throw Error(
+        "--precision fp16 runs on CUDA only (LibTorch's CPU autocast has bf16, not fp16); "
+        "use --precision bf16 or fp32 on the CPU");
+}
+
+AutocastGuard::AutocastGuard(const torch::Device& device, at::ScalarType type)
+    : m_device(device), m_enabled(type != at::kFloat) {
+  if (!m_enabled) return;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
   m_prev = at::autocast::is_autocast_enabled(device.type());
-  at::autocast::set_autocast_dtype(device.type(), at::kBFloat16);
+  m_prevType = at::autocast::get_autocast_dtype(device.type());
+  at::autocast::set_autocast_dtype(device.type(), type);
   at::autocast::set_autocast_enabled(device.type(), true);
 #else
   if (device.is_cuda()) {
     m_prev = at::autocast::is_enabled();
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    m_prevType = at::autocast::get_autocast_gpu_dtype();
+    at::autocast::set_autocast_gpu_dtype(type);
     at::autocast::set_enabled(true);
   } else {
     m_prev = at::autocast::is_cpu_enabled();
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    m_prevType = at::autocast::get_autocast_cpu_dtype();
+    at::autocast::set_autocast_cpu_dtype(type);
     at::autocast::set_cpu_enabled(true);
   }
 #endif
@@ -383,13 +401,46 @@ AutocastGuard::~AutocastGuard() {
   if (!m_enabled) return;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
   at::autocast::set_autocast_enabled(m_device.type(), m_prev);
+  at::autocast::set_autocast_dtype(m_device.type(), m_prevType);
 #else
-  if (m_device.is_cuda())
+  if (m_device.is_cuda()) {
     at::autocast::set_enabled(m_prev);
-  else
+    at::autocast::set_autocast_gpu_dtype(m_prevType);
+  } else {
     at::autocast::set_cpu_enabled(m_prev);
+    at::autocast::set_autocast_cpu_dtype(m_prevType);
+  }
 #endif
   at::autocast::clear_cache();
+}
+
+void LossScaler::restore(double scale, int64_t growthTracker) {
+  if (!(scale > 0) || !std::isfinite(scale) || growthTracker < 0)
+    throw Error("loss scale " + std::to_string(scale) + " (after " + std::to_string(growthTracker) +
+                " steps): not a valid saved state");
+  m_scale = scale;
+  m_tracker = growthTracker;
+}
+
+bool LossScaler::unscaleGradients(const std::vector<torch::Tensor>& params) {
+  torch::NoGradGuard noGrad;
+  std::vector<torch::Tensor> finite;
+  for (const torch::Tensor& p : params) {
+    torch::Tensor g = p.grad();
+    if (!g.defined()) continue;
+    g.mul_(1.0 / m_scale);
+    finite.push_back(torch::isfinite(g).all());
+  }
+  const bool ok = finite.empty() || torch::stack(finite).all().item<bool>();
+  if (!ok) {
+    m_scale *= 0.5;
+    m_tracker = 0;
+    ++m_overflows;
+  } else if (++m_tracker >= m_interval) {
+    m_scale *= 2;
+    m_tracker = 0;
+  }
+  return ok;
 }
 
 bool useChannelsLast(const torch::Device& device, bool bf16, int imageSize) {

@@ -70,11 +70,20 @@ void loadStateDict(torch::nn::Module& module, const StateDict& sd, const std::st
 // parameters, then buffers), as CPU TensorData.
 StateDict stateDictOf(const torch::nn::Module& module);
 
-// Turns on mixed precision (bf16 autocast) for the current thread on `device` while alive, when
-// `enabled`; restores the previous state on destruction. Works with LibTorch 1.13 and 2.x.
+// The type a --precision runs the ResNet's convolutions and products in: kBFloat16 (bf16),
+// kHalf (fp16) or kFloat (fp32).
+at::ScalarType reducedType(const std::string& precision);
+// Throws engine::Error where `precision` cannot run on the device `run` picks (auto: CUDA when
+// this LibTorch sees a GPU): fp16 runs on CUDA only (LibTorch's CPU autocast has bf16, not fp16).
+// Called before a stage creates anything.
+void checkPrecisionDevice(const std::string& precision, const RunOptions& run);
+
+// Turns on mixed precision (autocast to `type`: kBFloat16 or kHalf) for the current thread on
+// `device` while alive; kFloat leaves it off. Restores the previous state on destruction. Works
+// with LibTorch 1.13 and 2.x.
 class AutocastGuard {
  public:
-  AutocastGuard(const torch::Device& device, bool enabled);
+  AutocastGuard(const torch::Device& device, at::ScalarType type);
   ~AutocastGuard();
   AutocastGuard(const AutocastGuard&) = delete;
   AutocastGuard& operator=(const AutocastGuard&) = delete;
@@ -83,6 +92,31 @@ class AutocastGuard {
   torch::Device m_device;
   bool m_enabled;
   bool m_prev = false;
+  at::ScalarType m_prevType = at::kBFloat16;
+};
+
+// Dynamic loss scaling for training in fp16 (the rule of torch.cuda.amp.GradScaler): the loss is
+// multiplied by scale() before backward, so that small gradients survive fp16's range;
+// unscaleGradients() then divides the gradients back, halves the scale if any is inf or NaN (the
+// step must then be skipped: it returns false) and doubles it after growthInterval finite steps
+// in a row. One synchronisation with the GPU per call.
+class LossScaler {
+ public:
+  explicit LossScaler(double scale = 65536.0, int64_t growthInterval = 2000)
+      : m_scale(scale), m_interval(growthInterval) {}
+  double scale() const { return m_scale; }
+  // Finite steps since the scale last changed (saved with a checkpoint, with scale()).
+  int64_t growthTracker() const { return m_tracker; }
+  void restore(double scale, int64_t growthTracker);
+  // Steps skipped for an overflow since construction.
+  int64_t overflows() const { return m_overflows; }
+  bool unscaleGradients(const std::vector<torch::Tensor>& params);
+
+ private:
+  double m_scale;
+  int64_t m_interval;
+  int64_t m_tracker = 0;
+  int64_t m_overflows = 0;
 };
 
 // Whether autocast is on for the CPU in this thread (LibTorch 1.13 and 2.x).

@@ -153,6 +153,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
   if (cfg.weights.empty()) cfg.weights = findTorchvisionResnet18();
   if (cfg.weights == "none") cfg.weights.clear();
   validate(cfg);
+  checkPrecisionDevice(cfg.precision, cfg.run);
   // Check the data before creating anything: a wrong --data leaves no empty workspace behind.
   ctx.log("scanning " + cfg.data + " ...");
   const Dataset data = scanDataset(cfg.data);
@@ -182,11 +183,14 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
               "torch's hub cache; pass torchvision's resnet18 checkpoint to start from ImageNet)");
     }
     model->to(device);
-    const bool bf16 = cfg.precision == "bf16";
-    const bool channelsLast = useChannelsLast(device, bf16, cfg.imageSize);
+    const at::ScalarType reduced = reducedType(cfg.precision);
+    const bool fp16 = reduced == at::kHalf;
+    LossScaler scaler;  // fp16 only
+    const bool channelsLast = useChannelsLast(device, reduced != at::kFloat, cfg.imageSize);
     if (channelsLast) toChannelsLast(*model);
     model->train();
-    torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(cfg.lr));
+    const std::vector<torch::Tensor> params = model->parameters();
+    torch::optim::Adam opt(params, torch::optim::AdamOptions(cfg.lr));
 
     std::vector<std::pair<int64_t, std::string>> skipped;
     int64_t step = 0;
@@ -203,6 +207,8 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
       batchInEpoch = note.at("batch").get<int64_t>();
       step = note.at("step").get<int64_t>();
       priorSeconds = note.value("seconds", 0.0);
+      if (fp16)
+        scaler.restore(note.value("loss_scale", scaler.scale()), note.value("scale_growth", 0));
       for (int i = 0; i < 3; ++i) last[i] = note.at("last").at(i).is_number() ? note["last"][i].get<double>() : NAN;
       for (const auto& r : note.at("skipped")) skipped.emplace_back(r.at(0).get<int64_t>(), r.at(1).get<std::string>());
       truncateStepLog(logPath, step);
@@ -222,9 +228,15 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
       for (const auto& [row, why] : skipped) sk.push_back({row, why});
       json lastJ = json::array();
       for (double v : last) lastJ.push_back(std::isfinite(v) ? json(v) : json(nullptr));
-      const json note = {{"config", toJson(cfg)}, {"epoch", epoch},   {"batch", batchInEpoch},
-                         {"step", step},          {"last", lastJ},    {"skipped", sk},
-                         {"seconds", priorSeconds + secondsSince(start)}, {"saved", isoNow()}};
+      json note = {{"config", toJson(cfg)},
+                   {"epoch", epoch},
+                   {"batch", batchInEpoch},
+                   {"step", step},
+                   {"last", lastJ},
+                   {"skipped", sk},
+                   {"seconds", priorSeconds + secondsSince(start)},
+                   {"saved", isoNow()}};
+      if (fp16) note["loss_scale"] = scaler.scale(), note["scale_growth"] = scaler.growthTracker();
       std::error_code ec;
       fs::create_directories(ws.path("checkpoints"), ec);
       // The note first (the settings, readable without LibTorch): a checkpoint never lacks one.
@@ -266,15 +278,17 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
           if (channelsLast) x = toChannelsLast(x);
           torch::Tensor e, eRot;
           {
-            AutocastGuard autocast(device, bf16);
+            AutocastGuard autocast(device, reduced);
             e = model->forward(x);
             eRot = model->forward(x.flip({2, 3}));
           }
           // The losses in fp32 whatever the forward ran in (outside autocast, E Eᵀ included).
           const FineTuneLoss loss = fineTuneLoss(e.to(torch::kFloat32), eRot.to(torch::kFloat32));
           opt.zero_grad();
-          loss.total.backward();
-          if (!fusedAdamStep(opt)) opt.step();
+          (fp16 ? loss.total * scaler.scale() : loss.total).backward();
+          // In fp16 a step whose gradients overflowed is skipped (and the scale halved).
+          if (!fp16 || scaler.unscaleGradients(params))
+            if (!fusedAdamStep(opt)) opt.step();
           const int64_t done = batch.size + static_cast<int64_t>(batch.failures.size());
           meter.add(done);
           // Reading a loss synchronises with the GPU: on CUDA only every few steps.
@@ -289,10 +303,16 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                         step);
             meter.showDeviceMemory();
             const JobContext::Timing snap = ctx.timing();
-            log.appendLine(json{{"step", step}, {"epoch", epoch}, {"batch", batch.size},
-                                {"loss", last[0]}, {"contrastive", last[1]}, {"orientation", last[2]},
-                                {"images_per_s", snap.rate}, {"elapsed_s", snap.elapsed}}
-                               .dump());
+            json line{{"step", step},
+                      {"epoch", epoch},
+                      {"batch", batch.size},
+                      {"loss", last[0]},
+                      {"contrastive", last[1]},
+                      {"orientation", last[2]},
+                      {"images_per_s", snap.rate},
+                      {"elapsed_s", snap.elapsed}};
+            if (fp16) line["loss_scale"] = scaler.scale();
+            log.appendLine(line.dump());
           } else {
             ctx.advance(done);
           }
@@ -343,6 +363,10 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                 {"summary", std::to_string(cfg.epochs) + " epoch(s), " + std::to_string(n) +
                                 " images, " + formatDuration(secs)}};
       meter.record(st);
+      if (fp16) {  // this run's (a resumed one's since the resume)
+        st["loss_scale"] = scaler.scale();
+        st["overflow_steps"] = scaler.overflows();
+      }
       if (m["stages"].contains("embed")) m["stages"]["embed"]["stale"] = true;
     });
     std::error_code ec;
@@ -356,6 +380,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
 
 void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
   validate(cfg);
+  checkPrecisionDevice(cfg.precision, cfg.run);
   Workspace ws = Workspace::open(cfg.workspace, /*create=*/false);
   runStage(ws, "embed", [&] {
     const auto start = Clock::now();
@@ -380,9 +405,10 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
 
     ResNet18 model;
     loadStateDict(*model, readTensorFile(ws.backbonePath()), ws.backbonePath());
-    const bool bf16 = cfg.precision == "bf16";
-    model->to(device, bf16 ? torch::kBFloat16 : torch::kFloat32);
-    const bool channelsLast = useChannelsLast(device, bf16, imageSize);
+    // Embedding runs the whole model in the reduced type (no autocast: nothing to keep in fp32).
+    const at::ScalarType reduced = reducedType(cfg.precision);
+    model->to(device, reduced);
+    const bool channelsLast = useChannelsLast(device, reduced != at::kFloat, imageSize);
     if (channelsLast) toChannelsLast(*model);
     model->eval();
     torch::InferenceMode inference;
@@ -426,7 +452,7 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
         torch::Tensor x =
             hostToDevice(batch.pixels.data(), {batch.size, 3, imageSize, imageSize}, device);
         x = normalizeInput(x, normalize);
-        if (bf16) x = x.to(torch::kBFloat16);
+        if (reduced != at::kFloat) x = x.to(reduced);
         if (channelsLast) x = toChannelsLast(x);
         collect();  // the previous batch, computed while this one was loaded
         inFlight = model->forward(x).to(torch::kCPU, torch::kFloat32,

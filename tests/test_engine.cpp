@@ -763,3 +763,89 @@ TEST_CASE("switching SAEs keeps the index's dense part and rebuilds the sparse o
     CHECK(line.find("dense dimensions taken") == std::string::npos);
   CHECK(c->stats(FeatureKind::Dense, 0).max != b->stats(FeatureKind::Dense, 0).max);
 }
+
+TEST_CASE("fp16 loss scaling: exact unscaling, an overflow skips and halves, growth doubles") {
+  torch::manual_seed(5);
+  torch::nn::Linear lin(8, 4);
+  const auto x = torch::randn({16, 8});
+  const std::vector<torch::Tensor> params = lin->parameters();
+  auto backward = [&](double scale) {
+    lin->zero_grad();
+    (lin(x).pow(2).sum() * scale).backward();
+  };
+  backward(1.0);
+  std::vector<torch::Tensor> plain;
+  for (const auto& p : params) plain.push_back(p.grad().clone());
+
+  engine::LossScaler scaler(1024.0, 3);
+  backward(scaler.scale());
+  CHECK(torch::allclose(params[0].grad(), plain[0] * 1024));
+  CHECK(scaler.unscaleGradients(params));
+  for (size_t i = 0; i < params.size(); ++i)  // a power of two: the division is exact
+    CHECK(torch::equal(params[i].grad(), plain[i]));
+  CHECK(scaler.scale() == 1024.0);
+  CHECK(scaler.growthTracker() == 1);
+  // Three finite steps in a row double the scale and start the count again.
+  CHECK(scaler.unscaleGradients(params));
+  CHECK(scaler.unscaleGradients(params));
+  CHECK(scaler.scale() == 2048.0);
+  CHECK(scaler.growthTracker() == 0);
+  CHECK(scaler.overflows() == 0);
+  // An inf (an fp16 overflow) or a NaN anywhere: skip the step, halve the scale, restart the count.
+  backward(scaler.scale());
+  CHECK(scaler.unscaleGradients(params));
+  params[0].grad()[1][2] = INFINITY;
+  CHECK_FALSE(scaler.unscaleGradients(params));
+  CHECK(scaler.scale() == 1024.0);
+  CHECK(scaler.growthTracker() == 0);
+  backward(scaler.scale());
+  params[1].grad()[3] = NAN;
+  CHECK_FALSE(scaler.unscaleGradients(params));
+  CHECK(scaler.scale() == 512.0);
+  CHECK(scaler.overflows() == 2);
+  // Parameters without gradients are left out.
+  lin->zero_grad();
+  params[1].mutable_grad() = torch::Tensor();
+  backward(1.0);
+  params[1].mutable_grad() = torch::Tensor();
+  CHECK(scaler.unscaleGradients(params));
+  CHECK(torch::allclose(params[0].grad() * 512, plain[0]));
+  // A checkpoint's state comes back; a broken one is an error.
+  scaler.restore(8.0, 5);
+  CHECK(scaler.scale() == 8.0);
+  CHECK(scaler.growthTracker() == 5);
+  CHECK_THROWS_AS(scaler.restore(0.0, 0), engine::Error);
+  CHECK_THROWS_AS(scaler.restore(NAN, 0), engine::Error);
+  CHECK_THROWS_AS(scaler.restore(4.0, -1), engine::Error);
+}
+
+TEST_CASE("AutocastGuard turns autocast on for its type and restores the previous state") {
+  const auto a = torch::randn({4, 4});
+  CHECK_FALSE(engine::cpuAutocastEnabled());
+  {
+    engine::AutocastGuard off(torch::kCPU, torch::kFloat);  // fp32: nothing changes
+    CHECK_FALSE(engine::cpuAutocastEnabled());
+    CHECK((torch::mm(a, a).scalar_type() == torch::kFloat));
+  }
+  {
+    engine::AutocastGuard bf16(torch::kCPU, torch::kBFloat16);
+    CHECK(engine::cpuAutocastEnabled());
+    CHECK((torch::mm(a, a).scalar_type() == torch::kBFloat16));
+    {
+      engine::AutocastGuard inner(torch::kCPU, torch::kFloat);
+      CHECK((torch::mm(a, a).scalar_type() == torch::kBFloat16));
+    }
+    CHECK(engine::cpuAutocastEnabled());
+  }
+  CHECK_FALSE(engine::cpuAutocastEnabled());
+  CHECK((torch::mm(a, a).scalar_type() == torch::kFloat));
+  CHECK((engine::reducedType("bf16") == torch::kBFloat16));
+  CHECK((engine::reducedType("fp16") == torch::kHalf));
+  CHECK((engine::reducedType("fp32") == torch::kFloat));
+  engine::RunOptions cpu;
+  cpu.device = "cpu";
+  CHECK_THROWS_WITH_AS(engine::checkPrecisionDevice("fp16", cpu),
+                       doctest::Contains("runs on CUDA only"), engine::Error);
+  CHECK_NOTHROW(engine::checkPrecisionDevice("bf16", cpu));
+  CHECK_NOTHROW(engine::checkPrecisionDevice("fp32", cpu));
+}

@@ -391,7 +391,11 @@ TEST_CASE("variant defaults, validation and run names") {
   CHECK(engine::saeRunName(bf) == "topk-f4096-k16-s0-bf16");
   CHECK(engine::toJson(bf)["precision"] == "bf16");
   bf.precision = "fp16";
-  CHECK_THROWS_WITH(engine::validate(bf), "--precision fp16: expected fp32 or bf16");
+  CHECK_THROWS_WITH(engine::validate(bf),
+                    "--precision fp16: the SAE runs in fp32 or bf16 (fp16 is for fine-tuning and "
+                    "embedding on CUDA)");
+  bf.precision = "fp8";
+  CHECK_THROWS_WITH(engine::validate(bf), "--precision fp8: expected fp32 or bf16");
 
   // A recorded run's settings come back from its record (the app starts from the last run's).
   for (const char* v : {"seed", "l1", "topk", "batchtopk"}) {

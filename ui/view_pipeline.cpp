@@ -387,15 +387,17 @@ void PipelineView::drawSettings() {
     }
     comboField("Normalise", "##norm", &app.train.normalize, {"none", "imagenet"},
                "none: the reference preprocessing (ToTensor only)");
-    comboField("Precision", "##prec", &app.train.precision, {"fp32", "bf16"},
-               "fp32 is the reference; bf16 is faster on recent CPUs and GPUs");
+    comboField("Precision", "##prec", &app.train.precision, {"fp32", "bf16", "fp16"},
+               "fp32 is the reference; bf16 is faster on recent CPUs and GPUs; fp16 (CUDA only, "
+               "with loss scaling) for GPUs without bf16");
     ImGui::EndTable();
   }
   if (stageHeader("embed", "2  Compute embeddings", "run_embed") && beginFields("embed", s)) {
     intField("Batch", "##ebatch", &app.embed.batch, 1, 65536, "images per forward pass");
     intField("Image size", "##esize", &app.embed.imageSize, 0, 1024,
              "0 = the size the backbone was trained at");
-    comboField("Precision", "##eprec", &app.embed.precision, {"fp32", "bf16"}, nullptr);
+    comboField("Precision", "##eprec", &app.embed.precision, {"fp32", "bf16", "fp16"},
+               "fp16 runs on CUDA only");
     ImGui::EndTable();
   }
   if (stageHeader("sae", "3  Train the sparse autoencoder", "run_sae") && beginFields("sae", s)) {

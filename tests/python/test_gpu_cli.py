@@ -27,7 +27,7 @@ def main():
     os.makedirs(d)
     demo = os.path.join(d, "demo")
     run(binary, "demo-data", "--out", demo, "--count", "96", "--size", "64")
-    for prec in ("fp32", "bf16"):
+    for prec in ("fp32", "bf16", "fp16"):
         ws = os.path.join(d, "ws-" + prec)
         run(binary, "run", "--data", demo, "--workspace", ws, "--image-size", "64", "--batch", "32",
             "--sae-epochs", "3", "--sae-batch", "32", "--precision", prec, "--device", "cuda")
@@ -36,8 +36,20 @@ def main():
             assert m["stages"][stage]["status"] == "done", (prec, stage)
             assert m["stages"][stage]["device"].startswith("cuda"), m["stages"][stage]["device"]
         assert isinstance(m["stages"]["train"]["final"]["loss"], float), m["stages"]["train"]["final"]
+        if prec == "fp16":  # loss scaling ran; the SAE trained in fp32 (its products: fp32 or bf16)
+            assert m["stages"]["train"]["loss_scale"] > 0, m["stages"]["train"]
+            assert m["stages"]["train"]["overflow_steps"] < m["stages"]["train"]["steps"], m["stages"]["train"]
+            assert m["stages"]["sae"]["config"].get("precision", "fp32") == "fp32", m["stages"]["sae"]["config"]
         print(prec, "on", m["stages"]["train"]["device"], "final loss", m["stages"]["train"]["final"]["loss"])
+    # fp16 embeddings of the fp32 backbone near the fp32 ones.
     ws = os.path.join(d, "ws-fp32")
+    full = np.load(os.path.join(ws, "embeddings.npy"))
+    run(binary, "embed", "--workspace", ws, "--device", "cuda", "--precision", "fp16")
+    half = np.load(os.path.join(ws, "embeddings.npy"))
+    rel = np.abs(half - full).max() / np.abs(full).max()
+    print(f"embeddings, max relative difference fp16 vs fp32 on CUDA: {rel:.2e}")
+    assert rel < 3e-2, rel
+    run(binary, "embed", "--workspace", ws, "--device", "cuda")
     gpu = np.load(os.path.join(ws, "embeddings.npy"))
     run(binary, "embed", "--workspace", ws, "--device", "cpu")
     cpu = np.load(os.path.join(ws, "embeddings.npy"))
