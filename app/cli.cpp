@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -31,9 +32,16 @@ int cmdGui(const std::vector<std::string>& args) {
 namespace {
 
 void printVersion() {
-  std::printf("saescope %s (LibTorch %s, CUDA %s)\n", SAESCOPE_VERSION,
-              engine::torchVersion().c_str(),
-              engine::cudaAvailable() ? "available" : "not available");
+  const std::string blas = engine::blasKernels();
+  std::printf(
+      "saescope %s (LibTorch %s, CUDA %s, %s)\n", SAESCOPE_VERSION, engine::torchVersion().c_str(),
+      engine::cudaAvailable() ? "available" : "not available",
+      blas.empty() ? "BLAS: not OpenBLAS"
+                   : ("OpenBLAS " + blas + " kernels" +
+                      (std::getenv("OPENBLAS_CORETYPE") && !std::getenv("SAESCOPE_OPENBLAS_CHECKED")
+                           ? " as OPENBLAS_CORETYPE asks"
+                           : ""))
+                         .c_str());
 }
 
 void printMainHelp() {

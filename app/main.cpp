@@ -9,11 +9,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
 #include "cli.h"
 #include "engine/memory.h"
+#include "engine/pipeline.h"
 
 namespace {
 
@@ -74,35 +76,43 @@ void installCrashHandlers() {
 #endif
 }
 
-// OpenBLAS picks its kernels from the CPU model at load time; inside some VMs the model is masked
-// and it falls back to "Prescott" (SSE3): matrix products then run ~8x slower (26 vs 200 GFLOP/s
-// measured on this project's 2-core AVX-512 machines). When that happened on a CPU with AVX-512 or
-// AVX2, run this program again with OPENBLAS_CORETYPE set, which OpenBLAS reads only at load time.
-// OPENBLAS_CORETYPE given by the user is left alone.
+// OpenBLAS picks its kernels from the CPU model at load time, and can get it wrong in a VM: where
+// the model is masked it falls back to "Prescott" (SSE3), 8x slower (26 vs 200 GFLOP/s measured on
+// this project's 2-core AVX-512 Xeon VM). A CPU it does not know can likewise get kernels below
+// what it runs: on this project's 2-core AMD EPYC (Zen 5) VM, its AVX2 ("Haswell") kernels ran at
+// half the speed of its AVX-512 ones (205-244 against 407-443 GFLOP/s; the SAE epoch 2.5 s against
+// 1.3-1.5 s). When the kernels lack what the CPU has (AVX-512, or AVX2 and FMA), run this program
+// again with OPENBLAS_CORETYPE set, which OpenBLAS reads only at load time. OPENBLAS_CORETYPE
+// given by the user is left alone (`saescope --version` names the kernels in use).
 void fixOpenBlasKernels(char** argv) {
 #ifndef SAESCOPE_SANITIZED
   if (std::getenv("OPENBLAS_CORETYPE") || std::getenv("SAESCOPE_OPENBLAS_CHECKED")) return;
-  using CoreName = char* (*)();
-  auto coreName = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  if (!coreName || !coreName()) return;
-  std::string core = coreName();
+  std::string core = engine::blasKernels();
+  if (core.empty()) return;
   for (char& c : core) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  const bool weak = core == "prescott" || core == "core2" || core == "penryn" ||
-                    core == "dunnington" || core == "nehalem" || core == "atom" ||
-                    core == "katmai" || core == "coppermine" || core == "northwood" ||
-                    core == "banias" || core == "generic";
-  if (!weak) return;
+  auto among = [&](std::initializer_list<const char*> names) {
+    for (const char* n : names)
+      if (core == n) return true;
+    return false;
+  };
+  // Kernels without AVX2 and FMA, and kernels with AVX2 but without AVX-512.
+  const bool belowAvx2 =
+      among({"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai", "coppermine",
+             "northwood", "banias", "generic", "barcelona", "opteron", "opteron_sse3", "bobcat",
+             "sandybridge", "bulldozer"});
+  const bool belowAvx512 =
+      belowAvx2 || among({"haswell", "zen", "piledriver", "steamroller", "excavator"});
   __builtin_cpu_init();
   const char* want = nullptr;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && belowAvx512)
     want = "SkylakeX";
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && belowAvx2)
     want = "Haswell";
   if (!want) return;
   ::setenv("OPENBLAS_CORETYPE", want, 1);
   ::setenv("SAESCOPE_OPENBLAS_CHECKED", "1", 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: go on with the slow kernels
+  ::execv("/proc/self/exe", argv);  // returns only on failure: go on with the slower kernels
 #else
   (void)argv;
 #endif

@@ -23,13 +23,17 @@ work=${BENCH_DIR:-/tmp/saescope-cpu-bench}
 bf16=${BENCH_BF16:-$(grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo 1 || echo 0)}
 [ -x "$bin" ] || { echo "bench/cpu.sh: $bin missing; run scripts/build.sh first" >&2; exit 1; }
 rm -rf "$work" && mkdir -p "$work"
-# saescope re-runs itself with OPENBLAS_CORETYPE when OpenBLAS mistakes this CPU for a "Prescott"
-# (a masked CPU model in a VM; 8x slower matmuls): give the reference the same kernels, so that
-# the comparison is like for like.
-ref_core=default
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo &&
-   OPENBLAS_VERBOSE=2 $py -c "import torch" 2>&1 | grep -q "Core: Prescott"; then
-  export OPENBLAS_CORETYPE=SkylakeX ref_core="SkylakeX (set; OpenBLAS detected Prescott)"
+# saescope re-runs itself with OPENBLAS_CORETYPE where OpenBLAS picks kernels below what the CPU
+# runs (a masked CPU model in a VM gives "Prescott": 8x slower matmuls): give the reference the
+# kernels saescope runs (its --version names them), so that the comparison is like for like. An
+# OPENBLAS_CORETYPE set in the environment holds for both.
+blas=$("$bin" --version | sed -n 's/.*OpenBLAS \([A-Za-z0-9_]*\) kernels.*/\1/p')
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+  ref_core="$OPENBLAS_CORETYPE (OPENBLAS_CORETYPE set in the environment, both sides)"
+elif [ -n "$blas" ]; then
+  export OPENBLAS_CORETYPE=$blas ref_core="$blas (as saescope picks them, both sides)"
+else
+  ref_core="default (not OpenBLAS)"
 fi
 
 # timed NAME CMD...: runs CMD, records "NAME wall_s max_rss_MiB" in $work/times.

@@ -158,5 +158,8 @@ std::string describeDevice(const RunOptions& run);
 bool cudaAvailable();
 // LibTorch's version string, for manifests and --version.
 std::string torchVersion();
+// The kernels OpenBLAS runs in this process (openblas_get_corename, e.g. "SkylakeX"), or "" when
+// the BLAS LibTorch calls is not OpenBLAS.
+std::string blasKernels();
 
 }  // namespace engine

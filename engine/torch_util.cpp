@@ -446,7 +446,7 @@ bool LossScaler::unscaleGradients(const std::vector<torch::Tensor>& params) {
 bool useChannelsLast(const torch::Device& device, bool bf16, int imageSize) {
   if (device.is_cuda() || bf16) return true;
   if (const char* v = std::getenv("SAESCOPE_CHANNELS_LAST"); v && *v) return std::string(v) != "0";
-  return imageSize >= 192;
+  return imageSize >= 160;
 }
 
 void toChannelsLast(torch::nn::Module& module) {
@@ -488,6 +488,13 @@ std::string deviceMemoryNote(const torch::Device& device) {
 }
 
 bool cudaAvailable() { return torch::cuda::is_available(); }
+
+std::string blasKernels() {
+  using CoreName = char* (*)();
+  auto coreName = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  const char* name = coreName ? coreName() : nullptr;
+  return name ? std::string(name) : std::string();
+}
 
 std::string torchVersion() {
 #ifdef TORCH_VERSION

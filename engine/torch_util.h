@@ -123,13 +123,14 @@ class LossScaler {
 bool cpuAutocastEnabled();
 
 // The memory layout fine-tuning and embedding run in. Channels-last on CUDA (cuDNN's fastest
-// convolutions), for bf16 on the CPU (oneDNN's AMX kernels), and in fp32 on the CPU from 192 px:
+// convolutions), for bf16 on the CPU (oneDNN's AMX kernels), and in fp32 on the CPU from 160 px:
 // there oneDNN's convolutions no longer convert every large map to their blocked layout and back
-// (224 px side by side on this project's 2-core VM: fine-tuning 8-19 % faster, embedding
-// 14-23 %). Below, NCHW: the engine's own convolutions for the 2x2 maps of 64 px need it
-// (channels-last took 20-40 % longer at 64 px, as long or longer at 128, and at 160 px 11 % less
-// to 16 % more in three rounds; measured before the engine's channels-last batch-norm and
-// pooling kernels, which may move the threshold down).
+// (224 px side by side on this project's 2-core Xeon VM: fine-tuning 8-19 % faster, embedding
+// 14-23 %). Below, NCHW: the engine's own convolutions for the 2x2 maps of 64 px need it. On a
+// 2-core AMD EPYC (Zen 5), with the engine's batch-norm kernels in both layouts, a fine-tuning
+// step in channels-last took 12 % longer at 64 px, 1-4 % at 96, as long at 128, and 4-5 % less at
+// 144, 6-8 % at 160 and 9-10 % at 224; embedding at 160 px 8-10 % less. (The Xeon, before the
+// channels-last kernels: 20-40 % longer at 64 px, between 11 % less and 16 % more at 160.)
 // SAESCOPE_CHANNELS_LAST=0/1 overrides on the CPU.
 bool useChannelsLast(const torch::Device& device, bool bf16, int imageSize);
 

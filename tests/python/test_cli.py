@@ -6,6 +6,7 @@ usage: test_cli.py pipeline SAESCOPE_BINARY DIR   demo data + `saescope run` int
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -193,8 +194,33 @@ def errors(binary, d):
         check(sub == "stats" or "default:" in p.stdout, f"{sub} --help shows no defaults")
     p = run(binary, "--version")
     check(p.returncode == 0 and p.stdout.startswith("saescope "), "--version")
+    blas_kernels(binary)
     p = run(binary, "--help")
     check(p.returncode == 0 and "demo-data" in p.stdout and "topk" in p.stdout, "--help")
+
+
+def blas_kernels(binary):
+    """--version names OpenBLAS's kernels; left to itself, saescope runs kernels that use what the
+    CPU has (it runs itself again with OPENBLAS_CORETYPE where OpenBLAS picked weaker ones, as in
+    VMs that mask the CPU model); a user's OPENBLAS_CORETYPE is kept."""
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "SAESCOPE_OPENBLAS_CHECKED")}
+    p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60, env=env)
+    m = re.search(r"OpenBLAS (\w+) kernels\)", p.stdout)
+    check(p.returncode == 0 and m is not None, f"--version names no OpenBLAS kernels: {p.stdout}")
+    if m and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        check(m.group(1).lower() in ("skylakex", "cooperlake", "sapphirerapids"),
+              f"an AVX-512 CPU runs OpenBLAS's {m.group(1)} kernels")
+    elif m and {"avx2", "fma"} <= flags:
+        check(m.group(1).lower() not in ("prescott", "core2", "penryn", "nehalem", "generic", "sandybridge"),
+              f"an AVX2 CPU runs OpenBLAS's {m.group(1)} kernels")
+    p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60,
+                       env=dict(env, OPENBLAS_CORETYPE="Haswell"))
+    check("OpenBLAS Haswell kernels as OPENBLAS_CORETYPE asks" in p.stdout, f"a user's OPENBLAS_CORETYPE: {p.stdout}")
 
 
 def bad_images(binary, d):
@@ -317,7 +343,7 @@ def sweep(binary, d):
 
 
 def layouts(binary, d):
-    """Fine-tuning and embedding run in channels-last from 192 px on the CPU in fp32 and in NCHW
+    """Fine-tuning and embedding run in channels-last from 160 px on the CPU in fp32 and in NCHW
     below (the engine's own kernels); both layouts compute the same numbers
     (SAESCOPE_CHANNELS_LAST=0/1 chooses)."""
     data = os.path.join(d, "layout-data")
