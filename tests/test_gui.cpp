@@ -340,6 +340,46 @@ wait 3
     CHECK(slurp(ws + "/sae.pt") == saeBefore);  // an unfinished run writes no SAE
   }
 
+  TEST_CASE("fp16 on the CPU: a hint under the precision, and Run stops with one clear error") {
+    REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
+    Fixture& f = fixture();
+    testutil::TempDir tmp("gui-fp16");
+    const std::string ws = tmp.str("ws");
+    fs::copy(f.ws, ws, fs::copy_options::recursive);
+    const std::string manifest = slurp(ws + "/manifest.json");
+    const std::string backbone = slurp(ws + "/backbone.pt");
+    const json s = playPipeline(tmp, ws, R"(
+wait-settled 60
+set device cpu
+wait 3
+screenshot )" + tmp.str("plain.png") + R"(
+set train.precision fp16
+set embed.precision fp16
+wait 3
+screenshot )" + tmp.str("hint.png") + R"(
+click run_train
+wait-idle 60
+wait 3
+)");
+    CHECK(s["job"]["last"]["state"] == "failed");
+    CHECK(s["job"]["last"]["error"].get<std::string>().find("--precision fp16 runs on CUDA only") !=
+          std::string::npos);
+    CHECK(slurp(ws + "/backbone.pt") == backbone);  // nothing written
+    CHECK(slurp(ws + "/manifest.json") == manifest);
+    // The hint is drawn in amber under each of the two precision combos: amber text appears.
+    auto amber = [](const std::string& png) {
+      const engine::Image shot = engine::decodeImage(png);
+      int64_t n = 0;
+      for (size_t i = 0; i + 2 < shot.pixels.size(); i += shot.channels) {
+        const int r = shot.pixels[i], g = shot.pixels[i + 1], b = shot.pixels[i + 2];
+        n += r > 200 && g > 150 && g < 210 && b < 110;
+      }
+      return n;
+    };
+    const int64_t plain = amber(tmp.str("plain.png")), hinted = amber(tmp.str("hint.png"));
+    CHECK(hinted > plain + 200);  // two lines of amber text: about 650 pixels at 100 %
+  }
+
   TEST_CASE("the pipeline view starts from the last SAE run's variant and settings") {
     REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
     Fixture& f = fixture();

@@ -1192,8 +1192,12 @@ void App::scriptSet(const std::string& name, const std::string& v) {
     train.limit = toInt();
   else if (name == "train.weights")
     train.weights = v;
+  else if (name == "train.precision")
+    train.precision = v;
   else if (name == "embed.batch")
     embed.batch = static_cast<int>(toInt());
+  else if (name == "embed.precision")
+    embed.precision = v;
   else if (name == "sae.features")
     sae.features = static_cast<int>(toInt());
   else if (name == "sae.epochs")

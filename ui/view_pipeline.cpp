@@ -70,6 +70,15 @@ void comboField(const char* label, const char* id, std::string* v,
   }
 }
 
+// Under a precision combo: fp16 where the device is the CPU would stop the stage at its start.
+void fp16DeviceHint(const std::string& precision, const std::string& device) {
+  if (precision != "fp16" || device.rfind("cpu", 0) != 0) return;
+  ImGui::TableNextRow();
+  ImGui::TableSetColumnIndex(1);
+  ImGui::TextColored(ImVec4(0.95f, 0.75f, 0.3f, 1),
+                     "fp16 runs on CUDA only: use bf16 or fp32 here");
+}
+
 bool beginFields(const char* id, float scale) {
   if (!ImGui::BeginTable(id, 2, ImGuiTableFlags_SizingStretchProp)) return false;
   ImGui::TableSetupColumn("label", ImGuiTableColumnFlags_WidthFixed, 150 * scale);
@@ -390,6 +399,7 @@ void PipelineView::drawSettings() {
     comboField("Precision", "##prec", &app.train.precision, {"fp32", "bf16", "fp16"},
                "fp32 is the reference; bf16 is faster on recent CPUs and GPUs; fp16 (CUDA only, "
                "with loss scaling) for GPUs without bf16");
+    fp16DeviceHint(app.train.precision, app.deviceDescription);
     ImGui::EndTable();
   }
   if (stageHeader("embed", "2  Compute embeddings", "run_embed") && beginFields("embed", s)) {
@@ -398,6 +408,7 @@ void PipelineView::drawSettings() {
              "0 = the size the backbone was trained at");
     comboField("Precision", "##eprec", &app.embed.precision, {"fp32", "bf16", "fp16"},
                "fp16 runs on CUDA only");
+    fp16DeviceHint(app.embed.precision, app.deviceDescription);
     ImGui::EndTable();
   }
   if (stageHeader("sae", "3  Train the sparse autoencoder", "run_sae") && beginFields("sae", s)) {
