@@ -58,9 +58,12 @@ Fixture& fixture() {
   return f;
 }
 
-
-
-
+// A copy of the shared workspace in tmp/ws, for a test that changes it; returns its path.
+std::string fixtureCopy(testutil::TempDir& tmp) {
+  const std::string ws = tmp.str("ws");
+  fs::copy(fixture().ws, ws, fs::copy_options::recursive);
+  return ws;
+}
 
 // Distinct RGB colours inside [x0, x1) x [y0, y1).
 size_t distinctColours(const engine::Image& img, int x0, int y0, int x1, int y1) {
@@ -289,10 +292,8 @@ wait 3
 
   TEST_CASE("Resume SAE training continues an interrupted SAE run; Cancel saves it again") {
     REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
-    Fixture& f = fixture();
     testutil::TempDir tmp("gui-resume");
-    const std::string ws = tmp.str("ws");
-    fs::copy(f.ws, ws, fs::copy_options::recursive);
+    const std::string ws = fixtureCopy(tmp);
     const std::string saeBefore = slurp(ws + "/sae.pt");
     // An SAE run stopped after 20 steps leaves its checkpoint (as Ctrl-C would).
     const engine::SaeConfig c = smallTopk(ws, 1000000);
@@ -342,10 +343,8 @@ wait 3
 
   TEST_CASE("fp16 on the CPU: a hint under the precision, and Run stops with one clear error") {
     REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
-    Fixture& f = fixture();
     testutil::TempDir tmp("gui-fp16");
-    const std::string ws = tmp.str("ws");
-    fs::copy(f.ws, ws, fs::copy_options::recursive);
+    const std::string ws = fixtureCopy(tmp);
     const std::string manifest = slurp(ws + "/manifest.json");
     const std::string backbone = slurp(ws + "/backbone.pt");
     const json s = playPipeline(tmp, ws, R"(
@@ -382,10 +381,8 @@ wait 3
 
   TEST_CASE("the pipeline view starts from the last SAE run's variant and settings") {
     REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
-    Fixture& f = fixture();
     testutil::TempDir tmp("gui-sae-settings");
-    const std::string ws = tmp.str("ws");
-    fs::copy(f.ws, ws, fs::copy_options::recursive);
+    const std::string ws = fixtureCopy(tmp);
     // The last SAE run: a bf16 topk one (before, the view took its numbers but kept the seed
     // variant, so Run failed on "--epochs 0").
     engine::SaeConfig c = smallTopk(ws, 30);
