@@ -184,8 +184,12 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
     }
     model->to(device);
     const at::ScalarType reduced = reducedType(cfg.precision);
-    const bool fp16 = reduced == at::kHalf;
-    LossScaler scaler;  // fp16 only
+    // fp16 scales the loss. SAESCOPE_TEST_LOSS_SCALING=1 scales it in any precision, so that tests
+    // on the CPU run the same steps (and, with nothing overflowing, the same bits: the scale is a
+    // power of two).
+    const char* testScaling = std::getenv("SAESCOPE_TEST_LOSS_SCALING");
+    const bool scaled = reduced == at::kHalf || (testScaling && std::string(testScaling) == "1");
+    LossScaler scaler;
     const bool channelsLast = useChannelsLast(device, reduced != at::kFloat, cfg.imageSize);
     if (channelsLast) toChannelsLast(*model);
     model->train();
@@ -207,7 +211,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
       batchInEpoch = note.at("batch").get<int64_t>();
       step = note.at("step").get<int64_t>();
       priorSeconds = note.value("seconds", 0.0);
-      if (fp16)
+      if (scaled)
         scaler.restore(note.value("loss_scale", scaler.scale()), note.value("scale_growth", 0));
       for (int i = 0; i < 3; ++i) last[i] = note.at("last").at(i).is_number() ? note["last"][i].get<double>() : NAN;
       for (const auto& r : note.at("skipped")) skipped.emplace_back(r.at(0).get<int64_t>(), r.at(1).get<std::string>());
@@ -236,7 +240,8 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                    {"skipped", sk},
                    {"seconds", priorSeconds + secondsSince(start)},
                    {"saved", isoNow()}};
-      if (fp16) note["loss_scale"] = scaler.scale(), note["scale_growth"] = scaler.growthTracker();
+      if (scaled)
+        note["loss_scale"] = scaler.scale(), note["scale_growth"] = scaler.growthTracker();
       std::error_code ec;
       fs::create_directories(ws.path("checkpoints"), ec);
       // The note first (the settings, readable without LibTorch): a checkpoint never lacks one.
@@ -285,9 +290,9 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
           // The losses in fp32 whatever the forward ran in (outside autocast, E Eᵀ included).
           const FineTuneLoss loss = fineTuneLoss(e.to(torch::kFloat32), eRot.to(torch::kFloat32));
           opt.zero_grad();
-          (fp16 ? loss.total * scaler.scale() : loss.total).backward();
-          // In fp16 a step whose gradients overflowed is skipped (and the scale halved).
-          if (!fp16 || scaler.unscaleGradients(params))
+          (scaled ? loss.total * scaler.scale() : loss.total).backward();
+          // A step whose scaled gradients overflowed is skipped (and the scale halved).
+          if (!scaled || scaler.unscaleGradients(params))
             if (!fusedAdamStep(opt)) opt.step();
           const int64_t done = batch.size + static_cast<int64_t>(batch.failures.size());
           meter.add(done);
@@ -311,7 +316,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                       {"orientation", last[2]},
                       {"images_per_s", snap.rate},
                       {"elapsed_s", snap.elapsed}};
-            if (fp16) line["loss_scale"] = scaler.scale();
+            if (scaled) line["loss_scale"] = scaler.scale();
             log.appendLine(line.dump());
           } else {
             ctx.advance(done);
@@ -363,7 +368,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
                 {"summary", std::to_string(cfg.epochs) + " epoch(s), " + std::to_string(n) +
                                 " images, " + formatDuration(secs)}};
       meter.record(st);
-      if (fp16) {  // this run's (a resumed one's since the resume)
+      if (scaled) {  // this run's (a resumed one's since the resume)
         st["loss_scale"] = scaler.scale();
         st["overflow_steps"] = scaler.overflows();
       }

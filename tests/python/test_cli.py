@@ -385,6 +385,28 @@ def layouts(binary, d):
         check(p.returncode == 0, f"embed at {size} px: {p.stderr[-1000:]}")
         check(np.array_equal(np.load(os.path.join(ws, "embeddings.npy")), results[size, expected][1]),
               f"{size} px: the default layout is not {'channels-last' if expected == '1' else 'NCHW'}")
+    # fp16's loss scaling, run on the CPU in fp32 (SAESCOPE_TEST_LOSS_SCALING=1): the loss times
+    # 65,536 before backward, the gradients divided back. A power of two: the same training as
+    # without it, step for step, and the scale recorded.
+    losses = {}
+    for scaled in ("0", "1"):
+        ws = os.path.join(d, f"ws-scaling-{scaled}")
+        env = dict(os.environ, SAESCOPE_TEST_LOSS_SCALING=scaled)
+        p = subprocess.run([binary, "train", "--data", data, "--image-size", "64", "--batch", "8", "--seed", "3",
+                            "--weights", "none", "--epochs", "2", "--workspace", ws, "--threads", "2"],
+                           capture_output=True, text=True, timeout=600, env=env)
+        check(p.returncode == 0, f"train with SAESCOPE_TEST_LOSS_SCALING={scaled}: {p.stderr[-1000:]}")
+        log = [json.loads(l) for l in open(os.path.join(ws, "logs", "train.jsonl"))]
+        losses[scaled] = [r["loss"] for r in log]
+        st = json.load(open(os.path.join(ws, "manifest.json")))["stages"]["train"]
+        if scaled == "1":
+            check(all(r.get("loss_scale") == 65536 for r in log), f"loss_scale in the step log: {log}")
+            check(st.get("loss_scale") == 65536 and st.get("overflow_steps") == 0, f"manifest: {st}")
+        else:
+            check("loss_scale" not in st and "loss_scale" not in log[0], f"unscaled run records a scale: {st}")
+    check(len(losses["0"]) == 4 and len(losses["1"]) == 4, f"steps logged: {losses}")
+    worst = max(abs(a - b) / abs(a) for a, b in zip(losses["0"], losses["1"]))
+    check(worst < 1e-5, f"loss scaling changed training: {losses['0']} vs {losses['1']}")
 
 
 if __name__ == "__main__":
