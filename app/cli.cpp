@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "engine/error.h"
 #include "engine/pipeline.h"
+#include "sanitized.h"
 
 #ifdef SAESCOPE_WITH_GUI
 #include "ui/gui.h"
@@ -32,16 +33,19 @@ int cmdGui(const std::vector<std::string>& args) {
 namespace {
 
 void printVersion() {
-  const std::string blas = engine::blasKernels();
-  std::printf(
-      "saescope %s (LibTorch %s, CUDA %s, %s)\n", SAESCOPE_VERSION, engine::torchVersion().c_str(),
-      engine::cudaAvailable() ? "available" : "not available",
-      blas.empty() ? "BLAS: not OpenBLAS"
-                   : ("OpenBLAS " + blas + " kernels" +
-                      (std::getenv("OPENBLAS_CORETYPE") && !std::getenv("SAESCOPE_OPENBLAS_CHECKED")
-                           ? " as OPENBLAS_CORETYPE asks"
-                           : ""))
-                         .c_str());
+  std::string blas = engine::blasKernels();
+  if (blas.empty())
+    blas = "BLAS: not OpenBLAS";
+  else if (std::getenv("OPENBLAS_CORETYPE") && !std::getenv("SAESCOPE_OPENBLAS_CHECKED"))
+    blas = "OpenBLAS " + blas + " kernels as OPENBLAS_CORETYPE asks";
+  else
+    blas = "OpenBLAS " + blas + " kernels";
+  std::printf("saescope %s (LibTorch %s, CUDA %s, %s)\n", SAESCOPE_VERSION,
+              engine::torchVersion().c_str(),
+              engine::cudaAvailable() ? "available" : "not available", blas.c_str());
+#ifdef SAESCOPE_SANITIZED
+  std::printf("sanitized build: OpenBLAS's kernels as it picked them (no re-run)\n");
+#endif
 }
 
 void printMainHelp() {

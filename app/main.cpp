@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "engine/memory.h"
 #include "engine/pipeline.h"
+#include "sanitized.h"
 
 namespace {
 
@@ -44,15 +45,6 @@ void writeStderr(const char* s) {
   std::signal(sig, SIG_DFL);  // keep the signal exit status for shells and tests
   std::raise(sig);
 }
-
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SAESCOPE_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SAESCOPE_SANITIZED 1
-#endif
 
 void installCrashHandlers() {
 #ifndef SAESCOPE_SANITIZED  // a sanitized build keeps the sanitizer's own reports
