@@ -443,8 +443,8 @@ bool LossScaler::unscaleGradients(const std::vector<torch::Tensor>& params) {
   return ok;
 }
 
-bool useChannelsLast(const torch::Device& device, bool bf16, int imageSize) {
-  if (device.is_cuda() || bf16) return true;
+bool useChannelsLast(const torch::Device& device, bool reducedPrecision, int imageSize) {
+  if (device.is_cuda() || reducedPrecision) return true;
   if (const char* v = std::getenv("SAESCOPE_CHANNELS_LAST"); v && *v) return std::string(v) != "0";
   return imageSize >= 160;
 }

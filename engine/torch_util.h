@@ -132,7 +132,7 @@ bool cpuAutocastEnabled();
 // 144, 6-8 % at 160 and 9-10 % at 224; embedding at 160 px 8-10 % less. (The Xeon, before the
 // channels-last kernels: 20-40 % longer at 64 px, between 11 % less and 16 % more at 160.)
 // SAESCOPE_CHANNELS_LAST=0/1 overrides on the CPU.
-bool useChannelsLast(const torch::Device& device, bool bf16, int imageSize);
+bool useChannelsLast(const torch::Device& device, bool reducedPrecision, int imageSize);
 
 // Puts the module's 4-d parameters (convolution weights) in channels-last layout, the layout cuDNN's
 // fastest convolutions (tensor cores, bf16) want; inputs follow with toChannelsLast(x). The values,
