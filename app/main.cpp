@@ -1,5 +1,4 @@
 // saescope: the desktop app (no arguments or `gui`) and the command line (subcommands).
-#include <dlfcn.h>
 #include <execinfo.h>
 #include <unistd.h>
 
@@ -70,10 +69,10 @@ void installCrashHandlers() {
 
 // OpenBLAS picks its kernels from the CPU model at load time, and can get it wrong in a VM: where
 // the model is masked it falls back to "Prescott" (SSE3), 8x slower (26 vs 200 GFLOP/s measured on
-// this project's 2-core AVX-512 Xeon VM). A CPU it does not know can likewise get kernels below
-// what it runs: on this project's 2-core AMD EPYC (Zen 5) VM, its AVX2 ("Haswell") kernels ran at
-// half the speed of its AVX-512 ones (205-244 against 407-443 GFLOP/s; the SAE epoch 2.5 s against
-// 1.3-1.5 s). When the kernels lack what the CPU has (AVX-512, or AVX2 and FMA), run this program
+// this project's 2-core AVX-512 Xeon VM). AVX2 kernels on an AVX-512 CPU cost half: forced to
+// "Haswell" on this project's 2-core AMD EPYC (Zen 5) VM, products ran at 205-244 GFLOP/s against
+// 407-443 with its AVX-512 kernels (the SAE epoch 2.5 s against 1.3-1.5 s). When the kernels lack
+// what the CPU has (AVX-512, or AVX2 and FMA), run this program
 // again with OPENBLAS_CORETYPE set, which OpenBLAS reads only at load time. OPENBLAS_CORETYPE
 // given by the user is left alone (`saescope --version` names the kernels in use).
 void fixOpenBlasKernels(char** argv) {
