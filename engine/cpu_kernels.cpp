@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "simd.h"
 
@@ -24,6 +25,20 @@ inline float keepBits(float v, bool keep) {
   bits &= keep ? ~0u : 0u;
   std::memcpy(&v, &bits, sizeof v);
   return v;
+}
+
+// f(Relu, Res) with the two run-time flags as compile-time constants (std::bool_constant), for
+// the loops' template instances.
+template <class F>
+void withFlags(bool relu, bool res, F&& f) {
+  if (relu && res)
+    f(std::true_type{}, std::true_type{});
+  else if (relu)
+    f(std::true_type{}, std::false_type{});
+  else if (res)
+    f(std::false_type{}, std::true_type{});
+  else
+    f(std::false_type{}, std::false_type{});
 }
 
 // The 3-wide maxima of every row of a plane of even width w = 2*ow: v[t] and its position in the
@@ -234,14 +249,9 @@ SAESCOPE_CLONES void scaleShiftRows(const float* __restrict x, const float* __re
 
 void scaleShiftAct(const float* x, const float* res, int64_t c, int64_t r0, int64_t r1,
                    const float* scale, const float* bias, bool relu, float* y) {
-  if (res && relu)
-    scaleShiftRows<true, true>(x, res, c, r0, r1, scale, bias, y);
-  else if (res)
-    scaleShiftRows<false, true>(x, res, c, r0, r1, scale, bias, y);
-  else if (relu)
-    scaleShiftRows<true, false>(x, res, c, r0, r1, scale, bias, y);
-  else
-    scaleShiftRows<false, false>(x, res, c, r0, r1, scale, bias, y);
+  withFlags(relu, res != nullptr, [&](auto Relu, auto Res) {
+    scaleShiftRows<Relu, Res>(x, res, c, r0, r1, scale, bias, y);
+  });
 }
 
 namespace {
@@ -296,14 +306,9 @@ void bnBackwardSums(const float* dy, const float* y, const float* x, int64_t c, 
 void bnBackwardInput(const float* dy, const float* y, const float* x, int64_t c, int64_t r0,
                      int64_t r1, const float* a, const float* gm, const float* k, const float* mean,
                      float* dx, float* dres) {
-  if (y && dres)
-    backwardInput<true, true>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
-  else if (y)
-    backwardInput<true, false>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
-  else if (dres)
-    backwardInput<false, true>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
-  else
-    backwardInput<false, false>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
+  withFlags(y != nullptr, dres != nullptr, [&](auto Relu, auto Res) {
+    backwardInput<Relu, Res>(dy, y, x, c, r0, r1, a, gm, k, mean, dx, dres);
+  });
 }
 
 // ---- NCHW planes ----------------------------------------------------------------------------
@@ -382,14 +387,8 @@ void planeMoments(const float* x, int64_t hw, float shift, double* s1, double* s
 
 void planeScaleShiftAct(const float* x, const float* res, int64_t hw, float scale, float bias,
                         bool relu, float* y) {
-  if (res && relu)
-    planeScaleShift<true, true>(x, res, hw, scale, bias, y);
-  else if (res)
-    planeScaleShift<false, true>(x, res, hw, scale, bias, y);
-  else if (relu)
-    planeScaleShift<true, false>(x, res, hw, scale, bias, y);
-  else
-    planeScaleShift<false, false>(x, res, hw, scale, bias, y);
+  withFlags(relu, res != nullptr,
+            [&](auto Relu, auto Res) { planeScaleShift<Relu, Res>(x, res, hw, scale, bias, y); });
 }
 
 void planeBackwardSums(const float* dy, const float* y, const float* x, int64_t hw, float mean,
@@ -402,14 +401,9 @@ void planeBackwardSums(const float* dy, const float* y, const float* x, int64_t 
 
 void planeBackwardInput(const float* dy, const float* y, const float* x, int64_t hw, float a,
                         float gm, float k, float mean, float* dx, float* dres) {
-  if (y && dres)
-    planeInput<true, true>(dy, y, x, hw, a, gm, k, mean, dx, dres);
-  else if (y)
-    planeInput<true, false>(dy, y, x, hw, a, gm, k, mean, dx, dres);
-  else if (dres)
-    planeInput<false, true>(dy, y, x, hw, a, gm, k, mean, dx, dres);
-  else
-    planeInput<false, false>(dy, y, x, hw, a, gm, k, mean, dx, dres);
+  withFlags(y != nullptr, dres != nullptr, [&](auto Relu, auto Res) {
+    planeInput<Relu, Res>(dy, y, x, hw, a, gm, k, mean, dx, dres);
+  });
 }
 
 }  // namespace engine::kernels

@@ -250,8 +250,9 @@ template <class R, class P>
 void channelTotals(const torch::Tensor& x, std::vector<double>& a, std::vector<double>& b,
                    R&& rowsSum, P&& planeSum) {
   const int64_t c = channels(x);
-  const int64_t parts = planar(x) ? x.size(0) * c : chunkCount(mapRows(x), c);
-  const int64_t width = planar(x) ? 1 : c;  // sums per part
+  const bool planes = planar(x);
+  const int64_t parts = planes ? x.size(0) * c : chunkCount(mapRows(x), c);
+  const int64_t width = planes ? 1 : c;  // sums per part
   std::vector<double> part(static_cast<size_t>(parts * 2 * width), 0.0);
   forParts(
       x,
@@ -263,7 +264,7 @@ void channelTotals(const torch::Tensor& x, std::vector<double>& a, std::vector<d
   b.assign(c, 0.0);
   for (int64_t k = 0; k < parts; ++k)
     for (int64_t i = 0; i < width; ++i) {
-      const int64_t j = planar(x) ? k % c : i;
+      const int64_t j = planes ? k % c : i;
       a[j] += part[(k * 2) * width + i];
       b[j] += part[(k * 2 + 1) * width + i];
     }
@@ -278,7 +279,8 @@ std::pair<torch::Tensor, torch::Tensor> batchStatistics(const torch::Tensor& x,
   const int64_t c = channels(x), rows = mapRows(x), hw = planeSize(x);
   const float* xp = x.data_ptr<float>();
   std::vector<float> shift(c);  // the first image's first position: near the mean
-  for (int64_t j = 0; j < c; ++j) shift[j] = xp[planar(x) ? j * hw : j];
+  const int64_t stride = planar(x) ? hw : 1;  // from one channel to the next
+  for (int64_t j = 0; j < c; ++j) shift[j] = xp[j * stride];
   std::vector<double> s1, s2;
   channelTotals(
       x, s1, s2,

@@ -332,10 +332,18 @@ torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
   return device;
 }
 
+namespace {
+// Whether `run` asks for CUDA: cuda or cuda:N, or auto where this LibTorch sees a GPU.
+bool wantsCuda(const RunOptions& run) {
+  const std::string& dev = run.device;
+  return dev.rfind("cuda", 0) == 0 ||
+         ((dev.empty() || dev == "auto") && torch::cuda::is_available());
+}
+}  // namespace
+
 std::string describeDevice(const RunOptions& run) {
   const std::string dev = run.device.empty() ? "auto" : run.device;
-  const bool cuda = dev.rfind("cuda", 0) == 0 || (dev == "auto" && torch::cuda::is_available());
-  if (cuda) {
+  if (wantsCuda(run)) {
     if (!torch::cuda::is_available())
       throw Error("--device " + dev + ": this LibTorch has no CUDA; use --device cpu");
     const std::string name = dev == "auto" ? std::string("cuda:0") : dev;
@@ -366,9 +374,7 @@ at::ScalarType reducedType(const std::string& precision) {
 }
 
 void checkPrecisionDevice(const std::string& precision, const RunOptions& run) {
-  const std::string& dev = run.device.empty() ? std::string("auto") : run.device;
-  const bool cuda = dev.rfind("cuda", 0) == 0 || (dev == "auto" && torch::cuda::is_available());
-  if (precision == "fp16" && !cuda)
+  if (precision == "fp16" && !wantsCuda(run))
     throw Error(
         "--precision fp16 runs on CUDA only (LibTorch's CPU autocast has bf16, not fp16); "
         "use --precision bf16 or fp32 on the CPU");
