@@ -52,9 +52,10 @@ static void trainFlags(Command& cmd, engine::TrainConfig& t) {
            "none: random init")
       .integer("--limit", &t.limit, "use only the first N images (0: all)")
       .str("--normalize", "none|imagenet", &t.normalize, "input normalisation")
-      .str("--precision", "fp32|bf16|fp16", &t.precision,
+      .str("--precision", "fp32|bf16|fp16|tf32", &t.precision,
            "fp32: the reference; bf16: autocast (AMX, tensor cores); fp16: CUDA only, autocast "
-           "with loss scaling (GPUs without bf16)");
+           "with loss scaling (GPUs without bf16); tf32: CUDA only, fp32 whose products use "
+           "TF32 tensor cores (Ampere and later)");
   checkpointFlags(cmd, "run", &t.resume, &t.checkpointMinutes, &t.checkpointSteps);
 }
 
@@ -94,8 +95,9 @@ static void saeFlags(Command& cmd, engine::SaeConfig& s, bool prefixed, std::str
       .real("--threshold-ema", &s.thresholdEma, "topk/batchtopk: EMA rate of the global threshold")
       .str("--holdout", "yes|no", holdout, "exclude the held-out split from SAE training");
   if (!prefixed)  // `run` takes one --precision for every stage
-    cmd.str("--precision", "fp32|bf16", &s.precision,
-            "products in bf16 (AMX, tensor cores), weights and losses in fp32");
+    cmd.str("--precision", "fp32|bf16|tf32", &s.precision,
+            "products in bf16 (AMX, tensor cores) or tf32 (CUDA only), weights and losses in "
+            "fp32");
 }
 
 static void applyHoldout(engine::SaeConfig& s, const std::string& h) {
@@ -143,8 +145,9 @@ int cmdEmbed(const std::vector<std::string>& args) {
   cmd.str("--workspace", "WS", &e.workspace, "workspace folder")
       .integer("--batch", &e.batch, "batch size")
       .integer("--image-size", &e.imageSize, "0: the size the backbone was trained at")
-      .str("--precision", "fp32|bf16|fp16", &e.precision,
-           "the model in fp32 (the reference), bf16 or fp16 (CUDA only)");
+      .str("--precision", "fp32|bf16|fp16|tf32", &e.precision,
+           "the model in fp32 (the reference), bf16, fp16 (CUDA only) or fp32 with TF32 "
+           "products (tf32, CUDA only)");
   cmd.common(&e.run);
   if (!cmd.parse(args)) return 0;
   requireWorkspace(e.workspace);

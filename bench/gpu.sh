@@ -32,7 +32,7 @@ build-gpu/bench/saescope_bench_loader "$work/data" 224 256 "1,4,8,$(nproc)"
 # cuDNN's autotuning of each batch shape, the model), which a CelebA estimate counts once:
 # start-up + 202,599 / steady rate.
 rows=()
-for prec in fp32 bf16 fp16; do
+for prec in fp32 tf32 bf16 fp16; do
   ws="$work/ws-$prec"
   $bin train --data "$work/data" --workspace "$ws" --image-size 224 --batch 256 --precision "$prec" --device cuda 2>&1 | tail -1
   $bin embed --workspace "$ws" --batch 512 --precision "$prec" --device cuda 2>&1 | tail -1
@@ -57,11 +57,11 @@ sae_epoch() {  # PRECISION: seconds per epoch of a 3-epoch run (the whole stage 
   $bin sae --workspace "$ws" --epochs 3 --device cuda --precision "$1" 2>&1 | tail -1 >&2
   $py -c "import json; s=json.load(open('$ws/manifest.json'))['stages']['sae']; print(f\"{s['seconds']/3:.2f}\")"
 }
-sae=$(sae_epoch fp32 | tail -1) sae_bf16=$(sae_epoch bf16 | tail -1)
+sae=$(sae_epoch fp32 | tail -1) sae_tf32=$(sae_epoch tf32 | tail -1) sae_bf16=$(sae_epoch bf16 | tail -1)
 echo
 echo "Rates at 224 px, data loading included: whole stage over $n images / steady / fixed start-up."
 echo "| precision | device | fine-tune images/s | embed images/s | waiting for images (fine-tune / embed, $n images) | CelebA fine-tune epoch | CelebA embedding |"
 echo "|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
-echo "SAE (reference loss, 202,599 x 512, 512 features, batch 512): $sae s/epoch on CUDA (fp32), $sae_bf16 s/epoch (bf16 products)"
+echo "SAE (reference loss, 202,599 x 512, 512 features, batch 512): $sae s/epoch on CUDA (fp32), $sae_tf32 (tf32), $sae_bf16 s/epoch (bf16 products)"

@@ -129,15 +129,15 @@ void validateRun(const RunOptions& r) {
 }
 
 // fp16 (CUDA) is for the ResNet stages, whose fine-tuning scales the loss; the SAE's products
-// run in fp32 or bf16.
+// run in fp32, bf16 or tf32 (CUDA).
 void validatePrecision(const std::string& p, bool fp16 = true) {
-  if (p == "fp32" || p == "bf16" || (fp16 && p == "fp16")) return;
+  if (p == "fp32" || p == "bf16" || p == "tf32" || (fp16 && p == "fp16")) return;
   if (p == "fp16")
     throw Error(
-        "--precision fp16: the SAE runs in fp32 or bf16 (fp16 is for fine-tuning and "
+        "--precision fp16: the SAE runs in fp32, bf16 or tf32 (fp16 is for fine-tuning and "
         "embedding on CUDA)");
   throw Error("--precision " + p +
-              (fp16 ? ": expected fp32, bf16 or fp16" : ": expected fp32 or bf16"));
+              (fp16 ? ": expected fp32, bf16, fp16 or tf32" : ": expected fp32, bf16 or tf32"));
 }
 }  // namespace
 

@@ -37,7 +37,7 @@ struct TrainConfig {
   std::string weights;             // torchvision resnet18 state_dict (.pth); "" = random init
   int64_t limit = 0;               // use only the first N images (0 = all)
   std::string normalize = "none";  // none | imagenet
-  std::string precision = "fp32";  // fp32 | bf16
+  std::string precision = "fp32";  // fp32 | bf16 | fp16 | tf32 (the last two CUDA only)
   // Resumable training: the model, the optimiser and the position in the data are saved to
   // WS/checkpoints/train.ckpt every `checkpointMinutes` (and every `checkpointSteps` steps when
   // > 0, and when cancelled); `resume` continues from there, giving the same result as an
@@ -84,8 +84,9 @@ struct SaeConfig {
   double decoderInitNorm = 1;  // l1: initial norm of decoder rows
   double thresholdEma = 0.01;  // topk/batchtopk: EMA rate of the global threshold
   bool holdout = false;        // exclude the held-out split from training (modern: on)
-  // fp32 | bf16: bf16 runs the matrix products in bfloat16 (AMX / tensor cores) with fp32 weights,
-  // optimiser and losses; fp32 stays the reference.
+  // fp32 | bf16 | tf32: bf16 runs the matrix products in bfloat16 (AMX / tensor cores) with fp32
+  // weights, optimiser and losses; tf32 (CUDA only) lets cuBLAS round fp32 products' operands to
+  // TF32; fp32 stays the reference.
   std::string precision = "fp32";
   RunOptions run;
   // Resumable training, as TrainConfig's: WS/checkpoints/sae.ckpt (+ sae.json) every

@@ -798,13 +798,14 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
   ck.note = ws.path("checkpoints/sae.json");
   json resumeNote;
   if (cfg.resume) std::tie(cfg, resumeNote) = resumedConfig(cfgIn, ck.note, ck.ckpt);
+  checkPrecisionDevice(cfg.precision, cfg.run);  // a resumed run's saved precision included
   ck.minutes = cfg.checkpointMinutes;
   ck.everySteps = cfg.checkpointSteps;
   runStage(ws, "sae", [&] {
     const auto start = std::chrono::steady_clock::now();
     const std::string started = isoNow();
     ws.requireEmbeddings();  // before the device is set up
-    const torch::Device device = setupDevice(cfg.run, &ctx);
+    const torch::Device device = setupDevice(cfg.run, &ctx, cfg.precision);
     const ThreadsRestorer restoreThreads{cfg.run.threads};
     // The reference SAE on the CPU in fp32 splits its products over LibTorch's threads itself
     // (SeedCpuStep); SAESCOPE_SAE_AUTOGRAD=1 runs it through autograd instead (for comparison).

@@ -292,7 +292,7 @@ void preferBlasThreads(const RunOptions& run, const torch::Device& device) {
   set(2);
 }
 
-torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
+torch::Device setupDevice(const RunOptions& run, JobContext* ctx, const std::string& precision) {
   configureThreads(run.threads);
   std::string dev = run.device.empty() ? "auto" : run.device;
   torch::Device device(torch::kCPU);
@@ -323,12 +323,19 @@ torch::Device setupDevice(const RunOptions& run, JobContext* ctx) {
   }
   if (device.is_cuda()) {
     at::globalContext().setBenchmarkCuDNN(true);  // fixed input sizes
-    // fp32 means fp32: no TF32 in cuDNN or cuBLAS (the reference and parity path); reduced
-    // precision is the explicit --precision bf16.
-    at::globalContext().setAllowTF32CuDNN(false);
-    at::globalContext().setAllowTF32CuBLAS(false);
+    // fp32 means fp32: no TF32 in cuDNN or cuBLAS (the reference and parity path); TF32 is the
+    // explicit --precision tf32, as bf16 and fp16 are. Set for every stage, so that one stage's
+    // choice does not carry over to the next in the app's process.
+    const bool tf32 = precision == "tf32";
+    at::globalContext().setAllowTF32CuDNN(tf32);
+    at::globalContext().setAllowTF32CuBLAS(tf32);
+    const int capability = cudaCapability(device.index());
+    if (tf32 && ctx && capability >= 0 && capability < 80)
+      ctx->log("--precision tf32: this GPU (compute capability " + std::to_string(capability / 10) +
+               "." + std::to_string(capability % 10) +
+               ") has no TF32 tensor cores; its products run in plain fp32");
   }
-  if (ctx) ctx->setDevice(describeDevice(run));
+  if (ctx) ctx->setDevice(describeDevice(run) + (precision == "tf32" ? ", TF32" : ""));
   return device;
 }
 
@@ -374,10 +381,15 @@ at::ScalarType reducedType(const std::string& precision) {
 }
 
 void checkPrecisionDevice(const std::string& precision, const RunOptions& run) {
-  if (precision == "fp16" && !wantsCuda(run))
+  if (wantsCuda(run)) return;
+  if (precision == "fp16")
     throw Error(
         "--precision fp16 runs on CUDA only (LibTorch's CPU autocast has bf16, not fp16); "
         "use --precision bf16 or fp32 on the CPU");
+  if (precision == "tf32")
+    throw Error(
+        "--precision tf32 runs on CUDA only (TF32 is the tensor-core format of NVIDIA GPUs from "
+        "Ampere on); use --precision fp32 or bf16 on the CPU");
 }
 
 AutocastGuard::AutocastGuard(const torch::Device& device, at::ScalarType type)
@@ -469,6 +481,15 @@ torch::Tensor hostToDevice(float* data, at::IntArrayRef shape, const torch::Devi
   const torch::Tensor host = torch::from_blob(data, shape, torch::kFloat32);
   if (device.is_cpu()) return host;
   return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
+int cudaCapability(int index) {
+#ifdef SAESCOPE_HAVE_CUDART
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, index) == cudaSuccess) return prop.major * 10 + prop.minor;
+#endif
+  (void)index;
+  return -1;
 }
 
 std::string deviceMemoryNote(const torch::Device& device) {

@@ -19,12 +19,17 @@ torch::Tensor toTorch(TensorData&& t);
 TensorData fromTorch(const torch::Tensor& t);
 
 // Resolves --device and sets the thread count (both thread-local and LibTorch-global settings).
-// Call on the worker thread that runs the job.
-torch::Device setupDevice(const RunOptions& run, JobContext* ctx);
+// On CUDA, cuDNN's and cuBLAS's fp32 math is TF32 when `precision` is "tf32" and exact fp32
+// otherwise. Call on the worker thread that runs the job.
+torch::Device setupDevice(const RunOptions& run, JobContext* ctx,
+                          const std::string& precision = "fp32");
 // GPU memory in use on `device`, as nvidia-smi counts it (every process, LibTorch's cache
 // included): "12.3 of 139.8 GiB in use". "" on the CPU, or where saescope was built without the
 // CUDA runtime. A stage shows it beside its device (JobContext::setDevice) while it runs.
 std::string deviceMemoryNote(const torch::Device& device);
+// CUDA device `index`'s compute capability as major * 10 + minor (80: Ampere, the first with
+// TF32), or -1 where unknown (no such GPU, or saescope built without the CUDA runtime).
+int cudaCapability(int index);
 // For stages dominated by large matrix products (SAE training), after setupDevice: on the CPU
 // with 2 threads, LibTorch's own pool gets one thread and the BLAS gets both, since the two pools
 // fight over 2 cores (measured: an SAE epoch of 202,599 x 512 took 7.1-8.6 s with 2 LibTorch
@@ -71,10 +76,12 @@ void loadStateDict(torch::nn::Module& module, const StateDict& sd, const std::st
 StateDict stateDictOf(const torch::nn::Module& module);
 
 // The type a --precision runs the ResNet's convolutions and products in: kBFloat16 (bf16),
-// kHalf (fp16) or kFloat (fp32).
+// kHalf (fp16) or kFloat (fp32, and tf32: fp32 tensors whose products round their operands to
+// TF32 on the GPU's tensor cores).
 at::ScalarType reducedType(const std::string& precision);
 // Throws engine::Error where `precision` cannot run on the device `run` picks (auto: CUDA when
-// this LibTorch sees a GPU): fp16 runs on CUDA only (LibTorch's CPU autocast has bf16, not fp16).
+// this LibTorch sees a GPU): fp16 and tf32 run on CUDA only (LibTorch's CPU autocast has bf16,
+// not fp16; TF32 is NVIDIA's tensor-core format).
 // Called before a stage creates anything.
 void checkPrecisionDevice(const std::string& precision, const RunOptions& run);
 

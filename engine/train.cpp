@@ -163,7 +163,7 @@ void runTrain(const TrainConfig& cfgIn, JobContext& ctx) {
   runStage(ws, "train", [&] {
     const auto start = Clock::now();
     const std::string started = isoNow();
-    const torch::Device device = setupDevice(cfg.run, &ctx);
+    const torch::Device device = setupDevice(cfg.run, &ctx, cfg.precision);
     torch::manual_seed(cfg.run.seed);
 
     const int64_t n = cfg.limit > 0 ? std::min<int64_t>(cfg.limit, data.size()) : data.size();
@@ -404,7 +404,7 @@ void runEmbed(const EmbedConfig& cfg, JobContext& ctx) {
         train.value("config", json::object()).value("normalize", std::string("none"));
     const int64_t limit = m.value("data_limit", int64_t{0});
 
-    const torch::Device device = setupDevice(cfg.run, &ctx);
+    const torch::Device device = setupDevice(cfg.run, &ctx, cfg.precision);
     const Dataset data = scanDataset(root);
     const int64_t n = limit > 0 ? std::min<int64_t>(limit, data.size()) : data.size();
 

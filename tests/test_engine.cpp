@@ -842,10 +842,17 @@ TEST_CASE("AutocastGuard turns autocast on for its type and restores the previou
   CHECK((engine::reducedType("bf16") == torch::kBFloat16));
   CHECK((engine::reducedType("fp16") == torch::kHalf));
   CHECK((engine::reducedType("fp32") == torch::kFloat));
+  CHECK((engine::reducedType("tf32") == torch::kFloat));  // fp32 tensors, TF32 products on CUDA
   engine::RunOptions cpu;
   cpu.device = "cpu";
   CHECK_THROWS_WITH_AS(engine::checkPrecisionDevice("fp16", cpu),
                        doctest::Contains("runs on CUDA only"), engine::Error);
+  CHECK_THROWS_WITH_AS(engine::checkPrecisionDevice("tf32", cpu),
+                       doctest::Contains("--precision tf32 runs on CUDA only"), engine::Error);
+  if (!torch::cuda::is_available()) {  // auto picks the CPU here
+    engine::RunOptions automatic;
+    CHECK_THROWS_AS(engine::checkPrecisionDevice("tf32", automatic), engine::Error);
+  }
   CHECK_NOTHROW(engine::checkPrecisionDevice("bf16", cpu));
   CHECK_NOTHROW(engine::checkPrecisionDevice("fp32", cpu));
 }

@@ -48,3 +48,31 @@ TEST_CASE("ResNet18 forward and fine-tuning loss agree on CUDA and CPU") {
   const auto lb = engine::fineTuneLoss(b.cuda(), gpu->forward(x.flip({2, 3}).cuda()));
   CHECK(lb.total.item<double>() == doctest::Approx(la.total.item<double>()).epsilon(1e-3));
 }
+
+TEST_CASE("--precision tf32 turns TF32 on for cuDNN and cuBLAS, and every other precision off") {
+  REQUIRE(torch::cuda::is_available());
+  engine::RunOptions run;
+  run.device = "cuda";
+  const auto a = torch::randn({2048, 2048}, torch::kFloat64),
+             b = torch::randn({2048, 2048}, torch::kFloat64);
+  const auto exact = torch::mm(a, b);
+  auto error = [&] {
+    const auto c = torch::mm(a.to(torch::kCUDA, torch::kFloat), b.to(torch::kCUDA, torch::kFloat));
+    return ((c.cpu().to(torch::kFloat64) - exact).abs().max() / exact.abs().max()).item<double>();
+  };
+  engine::setupDevice(run, nullptr, "tf32");
+  CHECK(at::globalContext().allowTF32CuBLAS());
+  CHECK(at::globalContext().allowTF32CuDNN());
+  const double tf32 = error();
+  for (const char* p : {"fp32", "bf16", "fp16"}) {
+    engine::setupDevice(run, nullptr, p);
+    CHECK_FALSE(at::globalContext().allowTF32CuBLAS());
+    CHECK_FALSE(at::globalContext().allowTF32CuDNN());
+  }
+  const double fp32 = error();
+  MESSAGE("2048^2 product, max error relative to float64: fp32 " << fp32 << ", tf32 " << tf32);
+  CHECK(fp32 < 1e-5);
+  MESSAGE("compute capability (x10): " << engine::cudaCapability(0));
+  if (engine::cudaCapability(0) >= 80)
+    CHECK(tf32 > 10 * fp32);  // TF32's 10-bit mantissa: about 1e-3 against fp32's 1e-7
+}

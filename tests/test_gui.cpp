@@ -341,7 +341,8 @@ wait 3
     CHECK(slurp(ws + "/sae.pt") == saeBefore);  // an unfinished run writes no SAE
   }
 
-  TEST_CASE("fp16 on the CPU: a hint under the precision, and Run stops with one clear error") {
+  TEST_CASE(
+      "fp16 and tf32 on the CPU: a hint under the precision, and Run stops with one clear error") {
     REQUIRE_MESSAGE(haveDisplay(), "no DISPLAY: run under xvfb-run -a (ctest does)");
     testutil::TempDir tmp("gui-fp16");
     const std::string ws = fixtureCopy(tmp);
@@ -353,9 +354,13 @@ set device cpu
 wait 3
 screenshot )" + tmp.str("plain.png") + R"(
 set train.precision fp16
-set embed.precision fp16
+set embed.precision tf32
+set sae.precision tf32
 wait 3
 screenshot )" + tmp.str("hint.png") + R"(
+click run_embed
+wait-idle 60
+wait 3
 click run_train
 wait-idle 60
 wait 3
@@ -363,6 +368,13 @@ wait 3
     CHECK(s["job"]["last"]["state"] == "failed");
     CHECK(s["job"]["last"]["error"].get<std::string>().find("--precision fp16 runs on CUDA only") !=
           std::string::npos);
+    bool tf32Error = false;  // the embedding's run, before: its error stays among the messages
+    for (const auto& m : s["messages"])
+      tf32Error |= m["level"] == "error" &&
+                   m["text"].get<std::string>().find("--precision tf32 runs on CUDA only") !=
+                       std::string::npos;
+    CHECK_MESSAGE(tf32Error, s["messages"].dump());
+    CHECK(s["sae_settings"]["precision"] == "tf32");
     CHECK(slurp(ws + "/backbone.pt") == backbone);  // nothing written
     CHECK(slurp(ws + "/manifest.json") == manifest);
     // The hint is drawn in amber under each of the two precision combos: amber text appears.

@@ -392,10 +392,13 @@ TEST_CASE("variant defaults, validation and run names") {
   CHECK(engine::toJson(bf)["precision"] == "bf16");
   bf.precision = "fp16";
   CHECK_THROWS_WITH(engine::validate(bf),
-                    "--precision fp16: the SAE runs in fp32 or bf16 (fp16 is for fine-tuning and "
-                    "embedding on CUDA)");
+                    "--precision fp16: the SAE runs in fp32, bf16 or tf32 (fp16 is for fine-tuning "
+                    "and embedding on CUDA)");
   bf.precision = "fp8";
-  CHECK_THROWS_WITH(engine::validate(bf), "--precision fp8: expected fp32 or bf16");
+  CHECK_THROWS_WITH(engine::validate(bf), "--precision fp8: expected fp32, bf16 or tf32");
+  bf.precision = "tf32";  // valid; runs on CUDA only (checked when the stage starts)
+  CHECK_NOTHROW(engine::validate(bf));
+  CHECK(engine::saeRunName(bf) == "topk-f4096-k16-s0-tf32");
 
   // A recorded run's settings come back from its record (the app starts from the last run's).
   for (const char* v : {"seed", "l1", "topk", "batchtopk"}) {

@@ -1208,6 +1208,8 @@ void App::scriptSet(const std::string& name, const std::string& v) {
     sae.lr = toD();
   else if (name == "sae.l1")
     sae.l1 = toD();
+  else if (name == "sae.precision")
+    sae.precision = v;
   else if (name == "device")
     runOpts.device = v;
   else if (name == "threads")

@@ -70,13 +70,14 @@ void comboField(const char* label, const char* id, std::string* v,
   }
 }
 
-// Under a precision combo: fp16 where the device is the CPU would stop the stage at its start.
-void fp16DeviceHint(const std::string& precision, const std::string& device) {
-  if (precision != "fp16" || device.rfind("cpu", 0) != 0) return;
+// Under a precision combo: fp16 or tf32 where the device is the CPU would stop the stage at its
+// start.
+void cudaOnlyHint(const std::string& precision, const std::string& device) {
+  if ((precision != "fp16" && precision != "tf32") || device.rfind("cpu", 0) != 0) return;
   ImGui::TableNextRow();
   ImGui::TableSetColumnIndex(1);
-  ImGui::TextColored(ImVec4(0.95f, 0.75f, 0.3f, 1),
-                     "fp16 runs on CUDA only: use bf16 or fp32 here");
+  ImGui::TextColored(ImVec4(0.95f, 0.75f, 0.3f, 1), "%s runs on CUDA only: use bf16 or fp32 here",
+                     precision.c_str());
 }
 
 bool beginFields(const char* id, float scale) {
@@ -396,19 +397,20 @@ void PipelineView::drawSettings() {
     }
     comboField("Normalise", "##norm", &app.train.normalize, {"none", "imagenet"},
                "none: the reference preprocessing (ToTensor only)");
-    comboField("Precision", "##prec", &app.train.precision, {"fp32", "bf16", "fp16"},
+    comboField("Precision", "##prec", &app.train.precision, {"fp32", "bf16", "fp16", "tf32"},
                "fp32 is the reference; bf16 is faster on recent CPUs and GPUs; fp16 (CUDA only, "
-               "with loss scaling) for GPUs without bf16");
-    fp16DeviceHint(app.train.precision, app.deviceDescription);
+               "with loss scaling) for GPUs without bf16; tf32 (CUDA only): fp32 whose products "
+               "use TF32 tensor cores (Ampere and later)");
+    cudaOnlyHint(app.train.precision, app.deviceDescription);
     ImGui::EndTable();
   }
   if (stageHeader("embed", "2  Compute embeddings", "run_embed") && beginFields("embed", s)) {
     intField("Batch", "##ebatch", &app.embed.batch, 1, 65536, "images per forward pass");
     intField("Image size", "##esize", &app.embed.imageSize, 0, 1024,
              "0 = the size the backbone was trained at");
-    comboField("Precision", "##eprec", &app.embed.precision, {"fp32", "bf16", "fp16"},
-               "fp16 runs on CUDA only");
-    fp16DeviceHint(app.embed.precision, app.deviceDescription);
+    comboField("Precision", "##eprec", &app.embed.precision, {"fp32", "bf16", "fp16", "tf32"},
+               "fp16 and tf32 run on CUDA only");
+    cudaOnlyHint(app.embed.precision, app.deviceDescription);
     ImGui::EndTable();
   }
   if (stageHeader("sae", "3  Train the sparse autoencoder", "run_sae") && beginFields("sae", s)) {
@@ -445,9 +447,11 @@ void PipelineView::drawSettings() {
                          : "sparsity weight of the L1 penalty");
     }
     if (!modern) doubleField("Weight decay", "##wd", &app.sae.weightDecay, "%.2e", nullptr);
-    comboField("Precision", "##sprec", &app.sae.precision, {"fp32", "bf16"},
+    comboField("Precision", "##sprec", &app.sae.precision, {"fp32", "bf16", "tf32"},
                "fp32 is the reference; bf16 runs the products in bfloat16 (AMX, tensor cores), "
-               "about twice as fast on such hardware");
+               "about twice as fast on such hardware; tf32 (CUDA only) rounds their operands to "
+               "TF32 on the tensor cores");
+    cudaOnlyHint(app.sae.precision, app.deviceDescription);
     rowLabel("Run name", "Each SAE is kept as saes/NAME.pt; the last trained is the current one");
     ImGui::InputTextWithHint("##sname", engine::saeRunName(app.sae).c_str(), &app.sae.name);
     ImGui::EndTable();

@@ -1,8 +1,8 @@
 """The whole pipeline on CUDA through the CLI (ctest label gpu; needs a GPU).
 
 usage: test_gpu_cli.py SAESCOPE_BINARY DIR
-fp32 on CUDA must reproduce a CPU embedding of the same backbone to 1e-3 relative; bf16 must train
-to a finite loss; the manifest must record the GPU.
+fp32 on CUDA must reproduce a CPU embedding of the same backbone to 1e-3 relative; bf16, fp16 and
+tf32 must train to a finite loss; the manifest must record the GPU and the precision.
 """
 import json
 import os
@@ -27,7 +27,7 @@ def main():
     os.makedirs(d)
     demo = os.path.join(d, "demo")
     run(binary, "demo-data", "--out", demo, "--count", "96", "--size", "64")
-    for prec in ("fp32", "bf16", "fp16"):
+    for prec in ("fp32", "bf16", "fp16", "tf32"):
         ws = os.path.join(d, "ws-" + prec)
         run(binary, "run", "--data", demo, "--workspace", ws, "--image-size", "64", "--batch", "32",
             "--sae-epochs", "3", "--sae-batch", "32", "--precision", prec, "--device", "cuda")
@@ -40,6 +40,9 @@ def main():
             assert m["stages"]["train"]["loss_scale"] > 0, m["stages"]["train"]
             assert m["stages"]["train"]["overflow_steps"] < m["stages"]["train"]["steps"], m["stages"]["train"]
             assert m["stages"]["sae"]["config"].get("precision", "fp32") == "fp32", m["stages"]["sae"]["config"]
+        if prec == "tf32":  # every stage, the SAE too, ran with TF32 and records it
+            for stage in ("train", "embed", "sae"):
+                assert m["stages"][stage]["config"]["precision"] == "tf32", m["stages"][stage]["config"]
         print(prec, "on", m["stages"]["train"]["device"], "final loss", m["stages"]["train"]["final"]["loss"])
     # fp16 embeddings of the fp32 backbone near the fp32 ones.
     ws = os.path.join(d, "ws-fp32")
@@ -49,6 +52,11 @@ def main():
     rel = np.abs(half - full).max() / np.abs(full).max()
     print(f"embeddings, max relative difference fp16 vs fp32 on CUDA: {rel:.2e}")
     assert rel < 3e-2, rel
+    run(binary, "embed", "--workspace", ws, "--device", "cuda", "--precision", "tf32")
+    tf32 = np.load(os.path.join(ws, "embeddings.npy"))
+    rel = np.abs(tf32 - full).max() / np.abs(full).max()
+    print(f"embeddings, max relative difference tf32 vs fp32 on CUDA: {rel:.2e}")
+    assert rel < 1e-2, rel
     run(binary, "embed", "--workspace", ws, "--device", "cuda")
     gpu = np.load(os.path.join(ws, "embeddings.npy"))
     run(binary, "embed", "--workspace", ws, "--device", "cpu")
