@@ -70,6 +70,21 @@ static std::string variantOf(const std::vector<std::string>& args) {
   return v;
 }
 
+// Whether `flag` is among args (as "--flag V" or "--flag=V").
+static bool given(const std::vector<std::string>& args, const std::string& flag) {
+  for (const std::string& a : args)
+    if (a == flag || a.rfind(flag + "=", 0) == 0) return true;
+  return false;
+}
+
+// The modern variants train for a number of steps by default (2,000); --epochs given without
+// --steps asks for epochs instead (steps 0), rather than being silently overridden.
+static void epochsOverDefaultSteps(const std::vector<std::string>& args, engine::SaeConfig& s,
+                                   bool prefixed) {
+  const std::string p = prefixed ? "--sae-" : "--";
+  if (given(args, p + "epochs") && !given(args, p + "steps")) s.steps = 0;
+}
+
 static void saeFlags(Command& cmd, engine::SaeConfig& s, bool prefixed, std::string* holdout) {
   const std::string p = prefixed ? "--sae-" : "--";
   cmd.str("--variant", "seed|l1|topk|batchtopk", &s.variant,
@@ -77,7 +92,8 @@ static void saeFlags(Command& cmd, engine::SaeConfig& s, bool prefixed, std::str
       .str(p + "name", "NAME", &s.name, "run name (saes/NAME.pt; default: from the settings)")
       .integer("--features", &s.features, "SAE features (dictionary size)")
       .integer(p + "epochs", &s.epochs, "SAE epochs (when " + p + "steps is 0)")
-      .integer(p + "steps", &s.steps, "SAE optimiser steps (0: from epochs)")
+      .integer(p + "steps", &s.steps,
+               "SAE optimiser steps (0: from epochs; " + p + "epochs alone sets 0)")
       .integer(p + "batch", &s.batch, "SAE batch size")
       .real(p + "lr", &s.lr, "SAE Adam learning rate (0: 2e-4·sqrt(16384/features))")
       .real("--l1", &s.l1, "sparsity penalty λ (seed, l1)")
@@ -177,6 +193,7 @@ int cmdSae(const std::vector<std::string>& args) {
   checkpointFlags(cmd, "SAE run", &s.resume, &s.checkpointMinutes, &s.checkpointSteps);
   cmd.common(&s.run);
   if (!cmd.parse(args)) return 0;
+  epochsOverDefaultSteps(args, s, false);
   requireWorkspace(s.workspace);
   if (s.resume && (!use.empty() || !sweepK.empty() || !sweepL1.empty() || !sweepSeeds.empty()))
     throw UsageError(std::string("--resume continues one interrupted run; drop ") +
@@ -236,6 +253,7 @@ int cmdRun(const std::vector<std::string>& args) {
   saeFlags(cmd, s, true, &holdout);
   cmd.common(&t.run);
   if (!cmd.parse(args)) return 0;
+  epochsOverDefaultSteps(args, s, true);
   applyHoldout(s, holdout);
   if (t.data.empty()) throw UsageError("--data: required; pass --data DIR (an image folder)");
   requireWorkspace(t.workspace);

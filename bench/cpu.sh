@@ -89,6 +89,14 @@ if [ "$bf16" = 1 ]; then
   # the fp32 SAE stays the current one for the index rows below
   "$bin" sae --workspace "$sae" --use seed-f512-l0.1-s0 > /dev/null 2>&1
 fi
+# The modern variants at 4,096 features (batch 4,096, k 16): one epoch over every row (--holdout
+# no, as the reference trains), the training loop's time from the step log.
+for v in topk batchtopk; do
+  timed "ref-sae-$v" $py "$ref" sae-topk "$sae/embeddings.npy" "$threads" "$v"
+  timed "our-sae-$v" "$bin" sae --workspace "$sae" --variant "$v" --features 4096 --batch 4096 \
+    --epochs 1 --holdout no --name "epoch-$v" --threads "$threads"
+  eval "ref_epoch_$v=\$(ref_json ref-sae-$v epoch_seconds) our_epoch_$v=\$(epoch_of)"
+done
 # Top-16 of every feature: the reference (512 features, materialises N x F) and saescope's
 # feature index (4096 features, chunked) built by `sae --use`.
 timed ref-topk $py "$ref" topk "$sae/embeddings.npy" "$sae/sae.pt" "$threads"
@@ -136,6 +144,13 @@ echo "| one epoch (training loop) | $ref_epoch s | $our_epoch s |"
 [ "$bf16" = 1 ] && echo "| one epoch, products in bf16 (both) | $ref_epoch_bf16 s | $our_epoch_bf16 s |"
 echo "| whole command (load, train, evaluate, write, index) | $(get ref-sae 2) s | $(get our-sae 2) s |"
 echo "| peak memory | $(get ref-sae 3) MiB | $(get our-sae 3) MiB |"
+echo
+echo "| SAE, 4,096 features, batch 4,096, k 16, one epoch over $rows x 512 | reference loop | saescope loop | saescope whole command (with its 4,096-feature index) | peak MiB (ref / saescope) |"
+echo "|---|---|---|---|---|"
+for v in topk batchtopk; do
+  eval "r=\$ref_epoch_$v o=\$our_epoch_$v"
+  echo "| $v | $r s | $o s | $(get "our-sae-$v" 2) s | $(get "ref-sae-$v" 3) / $(get "our-sae-$v" 3) |"
+done
 echo
 echo "| top-16 of every feature over $rows rows | seconds | peak MiB |"
 echo "|---|---|---|"

@@ -114,6 +114,57 @@ def sae(path, threads, precision="fp32"):
     return {"vectors": len(x), "epoch_seconds": time.time() - t0}
 
 
+def sae_topk(path, threads, variant="topk"):
+    """One epoch of a TopK / BatchTopK SAE as PyTorch code commonly writes it: 4,096 features,
+    batch 4,096, k 16, AuxK (256 dead latents, weight 1/32), unit decoder rows with the gradient's
+    parallel component removed, Adam; the batch threshold for the global one."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x = F.normalize(torch.from_numpy(np.load(path)), dim=1)
+    x = x - x.mean(0)
+    x = x * (x.shape[1] ** 0.5 / x.norm(dim=1).mean())
+    n, d = x.shape
+    nf, k, kaux, alpha, batch = 4096, 16, 256, 1 / 32, 4096
+    wd = F.normalize(torch.randn(nf, d), dim=1)
+    W_d, W_e = torch.nn.Parameter(wd.clone()), torch.nn.Parameter(wd.t().clone())
+    b_e, b_d = torch.nn.Parameter(torch.zeros(nf)), torch.nn.Parameter(x[:8192].median(0).values)
+    opt = torch.optim.Adam([W_e, W_d, b_e, b_d], lr=2e-4 * (16384 / nf) ** 0.5)
+    since = torch.zeros(nf, dtype=torch.long)
+    theta = None
+    t0 = time.time()
+    for idx in torch.randperm(n).split(batch):
+        xb = x[idx]
+        pre = (xb - b_d) @ W_e + b_e
+        if variant == "topk":
+            v, i = pre.topk(k, dim=1)
+            f = torch.zeros_like(pre).scatter(1, i, F.relu(v))
+        else:
+            r = F.relu(pre).flatten()
+            v, i = r.topk(k * len(xb))
+            f = torch.zeros_like(r).scatter(0, i, v).view_as(pre)
+        xh = f @ W_d + b_d
+        loss = ((xh - xb) ** 2).mean()
+        dead = since >= n
+        if dead.any():
+            v, i = pre.masked_fill(~dead, float("-inf")).topk(min(kaux, int(dead.sum())), dim=1)
+            z = torch.zeros_like(pre).scatter(1, i, F.relu(v))
+            loss = loss + alpha * ((z @ W_d - (xb - xh).detach()) ** 2).mean()
+        with torch.no_grad():
+            tau = F.relu(pre).flatten().topk(k * len(xb)).values.min().item()
+            theta = tau if theta is None else theta + 0.01 * (tau - theta)
+        opt.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            u = F.normalize(W_d, dim=1)
+            W_d.grad -= (W_d.grad * u).sum(1, keepdim=True) * u
+        opt.step()
+        with torch.no_grad():
+            W_d.div_(W_d.norm(dim=1, keepdim=True))
+            since += len(xb)
+            since[(f > 0).any(0)] = 0
+    return {"vectors": n, "features": nf, "epoch_seconds": time.time() - t0, "loss": loss.item()}
+
+
 def topk(path, sae_path, threads):
     torch.set_num_threads(threads)
     x = F.normalize(torch.from_numpy(np.load(path)), dim=1)
@@ -133,6 +184,8 @@ def main():
         r = (train if mode == "train" else embed)(data, size, batch, threads, workers, *args[5:])
     elif mode == "sae":
         r = sae(args[0], int(args[1]), *args[2:])
+    elif mode == "sae-topk":
+        r = sae_topk(args[0], int(args[1]), *args[2:])
     else:
         r = topk(args[0], args[1], int(args[2]))
     print(json.dumps({"mode": mode, "torch": torch.__version__, **r}))

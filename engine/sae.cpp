@@ -346,6 +346,12 @@ SeedStepLosses SeedCpuStep::step(const torch::Tensor& x, const torch::Tensor& ro
   return out;
 }
 
+bool writtenOutStep(const std::string& variant, at::ScalarType productType,
+                    const torch::Device& device) {
+  return variant != "l1" && device.is_cpu() && productType == at::kFloat &&
+         std::getenv("SAESCOPE_SAE_AUTOGRAD") == nullptr;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Modern variants: building blocks
 
@@ -372,8 +378,12 @@ torch::Tensor batchTopkActivation(const torch::Tensor& pre, int64_t k) {
 
 double batchThreshold(const torch::Tensor& pre, int64_t k) {
   torch::NoGradGuard noGrad;
+  const int64_t n = std::min<int64_t>(k * pre.size(0), pre.numel());
+  if (pre.is_cpu() && pre.scalar_type() == torch::kFloat32) {
+    const torch::Tensor c = pre.detach().contiguous();
+    return kthLargestPositive(c.data_ptr<float>(), c.numel(), n);
+  }
   const torch::Tensor r = torch::relu(pre.detach()).flatten();
-  const int64_t n = std::min<int64_t>(k * pre.size(0), r.numel());
   return std::get<0>(r.topk(n)).min().item<double>();
 }
 
@@ -482,6 +492,13 @@ SaeTrainer::Step SaeTrainer::step(const torch::Tensor& xb, bool report) {
       saeEffectiveLr(m_cfg) * lrFactor(m_step, m_total, m_cfg.lrWarmup, m_cfg.lrDecay);
   for (auto& group : m_opt->param_groups())
     static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+  if (!m_handDecided) {
+    m_handDecided = true;
+    if (writtenOutStep(m_cfg.variant, m_sae->productType, m_sae->weight_decoder.device()))
+      m_hand = std::make_unique<TopkCpuStep>(m_sae, m_cfg.variant == "batchtopk", m_cfg.k,
+                                             m_cfg.kAux, m_cfg.auxAlpha);
+  }
+  if (m_hand) return handStep(xb.contiguous(), report, lr);
 
   const torch::Tensor pre = m_sae->preActivation(xb);
   torch::Tensor f, recon, sparsity, aux, total;
@@ -528,6 +545,29 @@ SaeTrainer::Step SaeTrainer::step(const torch::Tensor& xb, bool report) {
     s.sparsity = sparsity.defined() ? sparsity.item<double>() : 0.0;
     s.aux = aux.defined() ? aux.item<double>() : 0.0;
     s.l0 = (f > 0).sum(1).to(torch::kFloat64).mean().item<double>();
+    s.deadFraction = (m_sinceFired >= m_deadAfter).to(torch::kFloat64).mean().item<double>();
+  }
+  return s;
+}
+
+SaeTrainer::Step SaeTrainer::handStep(const torch::Tensor& xb, bool report, double lr) {
+  const TopkCpuStep::Result h = m_hand->gradients(xb, m_sinceFired >= m_deadAfter);
+  m_threshold = m_haveThreshold ? m_threshold + m_cfg.thresholdEma * (h.threshold - m_threshold)
+                                : h.threshold;
+  m_haveThreshold = true;
+  removeParallelGradient(m_sae->weight_decoder);
+  if (m_cfg.gradClip > 0) torch::nn::utils::clip_grad_norm_(m_sae->parameters(), m_cfg.gradClip);
+  if (!fusedAdamStep(*m_opt)) m_opt->step();
+  normaliseDecoderRows(m_sae->weight_decoder);
+  m_sinceFired.add_(xb.size(0)).masked_fill_(h.fired, 0);
+  ++m_step;
+  Step s;
+  s.lr = lr;
+  if (report) {
+    s.reconstruction = h.reconstruction;
+    s.aux = h.aux;
+    s.loss = h.reconstruction + m_cfg.auxAlpha * h.aux;
+    s.l0 = h.l0;
     s.deadFraction = (m_sinceFired >= m_deadAfter).to(torch::kFloat64).mean().item<double>();
   }
   return s;
@@ -732,15 +772,16 @@ StateDict trainModern(const SaeConfig& cfg, const torch::Tensor& xTrain,
                      {"l0", st.l0},
                      {"dead", st.deadFraction}},
                     step);
-        log.appendLine(nlohmann::json{
-            {"step", step},
-            {"loss", st.loss},
-            {"reconstruction", st.reconstruction},
-            {"sparsity", st.sparsity},
-            {"aux", st.aux},
-            {"l0", st.l0},
-            {"dead_fraction", st.deadFraction},
-            {"lr", st.lr}}.dump());
+        log.appendLine(nlohmann::json{{"step", step},
+                                      {"loss", st.loss},
+                                      {"reconstruction", st.reconstruction},
+                                      {"sparsity", st.sparsity},
+                                      {"aux", st.aux},
+                                      {"l0", st.l0},
+                                      {"dead_fraction", st.deadFraction},
+                                      {"lr", st.lr},
+                                      {"elapsed_s", ctx.timing().elapsed}}
+                           .dump());
       } else {
         ctx.advance(1);
       }
@@ -807,11 +848,12 @@ void runSae(const SaeConfig& cfgIn, JobContext& ctx) {
     ws.requireEmbeddings();  // before the device is set up
     const torch::Device device = setupDevice(cfg.run, &ctx, cfg.precision);
     const ThreadsRestorer restoreThreads{cfg.run.threads};
-    // The reference SAE on the CPU in fp32 splits its products over LibTorch's threads itself
-    // (SeedCpuStep); SAESCOPE_SAE_AUTOGRAD=1 runs it through autograd instead (for comparison).
-    const bool seedByHand = cfg.variant == "seed" && device.is_cpu() && cfg.precision == "fp32" &&
-                            std::getenv("SAESCOPE_SAE_AUTOGRAD") == nullptr;
-    if (seedByHand)
+    // The seed, topk and batchtopk SAEs on the CPU in fp32 split their products over LibTorch's
+    // threads themselves (SeedCpuStep, TopkCpuStep); SAESCOPE_SAE_AUTOGRAD=1 runs them through
+    // autograd instead (for comparison).
+    const bool byHand = writtenOutStep(cfg.variant, productTypeOf(cfg.precision), device);
+    const bool seedByHand = byHand && cfg.variant == "seed";
+    if (byHand)
       useSingleThreadedBlas();
     else if (cfg.precision == "fp32")  // bf16 products run in oneDNN on LibTorch's own pool
       preferBlasThreads(cfg.run, device);

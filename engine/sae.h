@@ -87,6 +87,52 @@ class SeedCpuStep {
   torch::Tensor m_gWe, m_gWd, m_gBe, m_gBd, m_wb;  // gradients; W_e ∂L/∂b_e
 };
 
+// The n-th largest of max(v, 0) over `count` floats (n >= 1; 0 when fewer than n are positive),
+// exactly. First (`sampleFirst`) a bar from a sample of 16,384 values that somewhat more than n
+// should pass, and one pass gathering the values above it; where fewer than n pass, a radix
+// select: one pass counts the positive values by the top bits of their bit patterns (which order
+// as the values do), a second gathers the bucket holding the n-th. Split over LibTorch's threads.
+// batchThreshold's CPU path (torch's topk over B·F values took 200 ms at 4,096 x 4,096).
+float kthLargestPositive(const float* v, int64_t count, int64_t n, bool sampleFirst = true);
+
+// The topk / batchtopk training step (SaeTrainer's, on the CPU in fp32) with its backward pass
+// written out over the sparse activations, where autograd multiplies dense [B, F] matrices: of
+// the forward products only the encoder's X̄ W_e is dense; x̂ sums k decoder rows a row, and the
+// gradients are gathered per activation (∂L/∂f_ij = ∂L/∂x̂_i · W_d[j]) and summed per feature
+// (∂L/∂W_d[j], ∂L/∂W_e[:, j], ∂L/∂b_e[j], in row order: the same bits run to run). AuxK
+// likewise over the dead latents. With r = x̂ − x, L = mean(r²) + α mean((ê + r)²):
+//   ∂L/∂b_d = Σ_rows ∂L/∂x̂ − W_e ∂L/∂b_e.
+// Equal to the autograd step up to fp32 summation order and ties among pre-activations
+// (tests/test_sae.cpp checks both against each other and Python's oracle). The rows are split
+// over LibTorch's threads, each running its own products: the caller sets the BLAS to one thread
+// (useSingleThreadedBlas). Not thread-safe; reuses its buffers between steps.
+class TopkCpuStep {
+ public:
+  struct Result {
+    double reconstruction = 0, aux = 0, l0 = 0;
+    double threshold = 0;  // the batch threshold: the (B·k)-th largest ReLU(pre)
+    torch::Tensor fired;   // [F] bool: the features active in some row
+  };
+  TopkCpuStep(SparseAutoencoder sae, bool batchTopk, int64_t k, int64_t kAux, double auxAlpha);
+  // The losses of the batch x [B, D] (contiguous fp32) given the dead latents `dead` [F] (bool),
+  // and the parameters' gradients in their .grad().
+  Result gradients(const torch::Tensor& x, const torch::Tensor& dead);
+
+ private:
+  SparseAutoencoder m_sae;
+  bool m_batchTopk;
+  int64_t m_k, m_kAux;
+  double m_auxAlpha;
+  torch::Tensor m_pre, m_xbar, m_r, m_e;             // [B, F], [B, D] x3 workspaces
+  torch::Tensor m_gWe, m_gWeT, m_gWd, m_gBe, m_gBd;  // gradients (m_gWeT: [F, D])
+};
+
+// Whether `variant`'s training step runs written out (SeedCpuStep for seed, TopkCpuStep for topk
+// and batchtopk): on the CPU with fp32 products, unless SAESCOPE_SAE_AUTOGRAD=1 asks for
+// autograd (for comparison). l1 always runs through autograd.
+bool writtenOutStep(const std::string& variant, at::ScalarType productType,
+                    const torch::Device& device);
+
 // a·b with the operands rounded to `type` and the result in fp32 (a plain mm for kFloat).
 // Differentiable: the backward products run in `type` too.
 torch::Tensor productIn(const torch::Tensor& a, const torch::Tensor& b, at::ScalarType type);
@@ -157,8 +203,12 @@ class SaeTrainer {
   nlohmann::json extraState() const;
   void restoreExtraState(const nlohmann::json& state);
   void to(const torch::Device& device);
+  // Whether step() runs TopkCpuStep (decided at the first step).
+  bool writtenOut() const { return m_hand != nullptr; }
 
  private:
+  Step handStep(const torch::Tensor& xb, bool report, double lr);
+
   SaeConfig m_cfg;
   int64_t m_total, m_deadAfter, m_step = 0;
   SparseAutoencoder m_sae;
@@ -166,6 +216,9 @@ class SaeTrainer {
   torch::Tensor m_sinceFired;
   double m_threshold = 0;
   bool m_haveThreshold = false;
+  // topk / batchtopk on the CPU in fp32 (unless SAESCOPE_SAE_AUTOGRAD=1): the written-out step.
+  std::unique_ptr<TopkCpuStep> m_hand;
+  bool m_handDecided = false;
 };
 
 }  // namespace engine

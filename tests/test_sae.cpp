@@ -117,6 +117,7 @@ TEST_CASE("topk, batchtopk and l1 training steps equal the Python reference, fp3
     const int64_t d = c["D"], steps = c["steps"];
     engine::SaeTrainer trainer(cfg, d, steps, c["dead_after"].get<int64_t>());
     auto gen = torch::make_generator<at::CPUGeneratorImpl>(1);
+    const bool writtenOut = !bf16 && variant != "l1";  // TopkCpuStep: the Python steps check it
     trainer.initialise(torch::randn({8, d}), gen);
     {
       torch::NoGradGuard g;
@@ -133,6 +134,7 @@ TEST_CASE("topk, batchtopk and l1 training steps equal the Python reference, fp3
       CHECK(st.l0 == doctest::Approx(log["l0"].get<double>()));
       CHECK(st.lr == doctest::Approx(log["lr"].get<double>()));
     }
+    CHECK(trainer.writtenOut() == writtenOut);
     const json& fin = r["final"];
     checkClose(trainer.sae()->weight_encoder, fin["we"], 2e-5, "weight_encoder");
     checkClose(trainer.sae()->weight_decoder, fin["wd"], 2e-5, "weight_decoder");
@@ -144,6 +146,90 @@ TEST_CASE("topk, batchtopk and l1 training steps equal the Python reference, fp3
     CHECK(trainer.threshold() == doctest::Approx(fin["threshold"].get<double>()).epsilon(1e-5));
     if (variant != "l1")  // unit decoder rows after every step
       CHECK((trainer.sae()->weight_decoder.norm(2, 1) - 1).abs().max().item<double>() < 1e-5);
+  }
+}
+
+TEST_CASE("kthLargestPositive is the n-th largest ReLU, as torch's topk finds it") {
+  torch::manual_seed(3);
+  const torch::Tensor normal = torch::randn({300, 700});  // the sample's bar, then exact
+  const torch::Tensor ties = (torch::randn({300, 700}) * 4).round() / 4;  // few distinct values
+  const torch::Tensor negative = -torch::rand({40, 50});  // no positive value at all
+  for (const auto& [name, v] :
+       {std::pair{"normal", normal}, {"ties", ties}, {"negative", negative}}) {
+    const torch::Tensor r = torch::relu(v).flatten();
+    for (int64_t n :
+         {int64_t{1}, int64_t{7}, int64_t{2100}, int64_t{60000}, v.numel() / 2 + 1000, v.numel()}) {
+      if (n > v.numel()) continue;
+      const float want = std::get<0>(r.topk(n)).min().item<float>();
+      for (bool sample : {true, false}) {
+        CAPTURE(name);
+        CAPTURE(n);
+        CAPTURE(sample);
+        CHECK(engine::kthLargestPositive(v.data_ptr<float>(), v.numel(), n, sample) == want);
+      }
+    }
+  }
+  CHECK(engine::batchThreshold(normal, 7) ==
+        std::get<0>(torch::relu(normal).flatten().topk(2100)).min().item<float>());
+}
+
+TEST_CASE("the topk and batchtopk steps written out have autograd's gradients, reproducibly") {
+  const int64_t b = 256, d = 48, nf = 320, k = 8, kAux = 32;
+  const double alpha = 0.5;  // large, so that AuxK's gradients weigh
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::randn({b, d});
+  const torch::Tensor dead = torch::rand({nf}) < 0.4;
+  for (const bool batchTopk : {false, true}) {
+    CAPTURE(batchTopk);
+    engine::SparseAutoencoder sae(d, nf);
+    {
+      torch::NoGradGuard g;
+      sae->weight_encoder.copy_(torch::randn({d, nf}) * 0.3);
+      sae->weight_decoder.copy_(torch::randn({nf, d}) * 0.2);
+      sae->bias_encoder.copy_(torch::randn({nf}) * 0.1);
+      sae->bias_decoder.copy_(torch::randn({d}) * 0.1);
+    }
+    // The reference: autograd through the building blocks, in float64.
+    std::vector<torch::Tensor> p64;
+    for (const auto& p :
+         {sae->weight_encoder, sae->weight_decoder, sae->bias_encoder, sae->bias_decoder})
+      p64.push_back(p.detach().to(torch::kFloat64).requires_grad_(true));
+    const torch::Tensor x64 = x.to(torch::kFloat64);
+    const torch::Tensor pre = torch::addmm(p64[2], x64 - p64[3], p64[0]);
+    const torch::Tensor f =
+        batchTopk ? engine::batchTopkActivation(pre, k) : engine::topkActivation(pre, k);
+    const torch::Tensor xHat = torch::mm(f, p64[1]) + p64[3];
+    const torch::Tensor recon = (xHat - x64).pow(2).mean();
+    const torch::Tensor aux = engine::auxkLoss(pre, (x64 - xHat).detach(), p64[1], dead, kAux);
+    (recon + alpha * aux).backward();
+
+    std::vector<std::vector<torch::Tensor>> grads;
+    const int threadsBefore = at::get_num_threads();
+    for (int threads : {1, 3, 3}) {
+      at::set_num_threads(threads);
+      engine::TopkCpuStep step(sae, batchTopk, k, kAux, alpha);
+      const engine::TopkCpuStep::Result r = step.gradients(x, dead);
+      CHECK(r.reconstruction == doctest::Approx(recon.item<double>()).epsilon(1e-5));
+      CHECK(r.aux == doctest::Approx(aux.item<double>()).epsilon(1e-5));
+      CHECK(r.aux > 0.01);
+      CHECK(r.l0 == doctest::Approx((f > 0).sum(1).to(torch::kFloat64).mean().item<double>()));
+      CHECK(r.threshold == doctest::Approx(engine::batchThreshold(pre, k)).epsilon(1e-5));
+      CHECK(torch::equal(r.fired, (f > 0).any(0)));
+      const char* names[] = {"dL/dW_e", "dL/dW_d", "dL/db_e", "dL/db_d"};
+      const torch::Tensor got[] = {sae->weight_encoder.grad(), sae->weight_decoder.grad(),
+                                   sae->bias_encoder.grad(), sae->bias_decoder.grad()};
+      for (int i = 0; i < 4; ++i) {
+        const torch::Tensor want = p64[i].grad();
+        const double err = (got[i].to(torch::kFloat64) - want).abs().max().item<double>() /
+                           want.abs().max().item<double>();
+        CAPTURE(names[i]);
+        CHECK(err < 1e-5);
+      }
+      grads.push_back({got[0].clone(), got[1].clone(), got[2].clone()});
+    }
+    at::set_num_threads(threadsBefore);
+    // Summed per feature in row order: the same thread count gives the same bits, run to run.
+    for (int i = 0; i < 3; ++i) CHECK(torch::equal(grads[1][i], grads[2][i]));
   }
 }
 
