@@ -347,6 +347,15 @@ def sweep(binary, d):
     worst = max((abs(x[0] - y[0]) / abs(y[0]) for x, y in zip(a, b)), default=1)
     check(worst < 1e-4, f"seed SAE losses by hand and through autograd differ by {worst:.2e}")
     check(all(abs(x[1] - y[1]) < 0.5 for x, y in zip(a, b)), "seed SAE L0 by hand vs autograd")
+    # --epochs without --steps: the modern variants train epochs, not their 2,000-step default.
+    p = run(binary, "sae", "--workspace", ws, "--variant", "topk", "--features", "32", "--k", "4",
+            "--batch", "64", "--epochs", "2", "--name", "two-epochs")
+    check(p.returncode == 0, f"topk --epochs 2 failed: {p.stderr[-1500:]}")
+    rec = json.load(open(os.path.join(ws, "manifest.json")))["sae_runs"]["two-epochs"]
+    per_epoch = -(-rec["vectors"] // 64)  # batches in one pass over the training split
+    check(rec["config"]["steps"] == 0 and rec["training"]["steps"] == 2 * per_epoch,
+          f"--epochs 2 at batch 64 over {rec['vectors']} vectors: {rec['training']}, config steps "
+          f"{rec['config'].get('steps')}")
     # So do topk and batchtopk (TopkCpuStep), AuxK included: latents silent for 200 vectors are dead.
     # (Over many more steps the two drift apart: fp32 rounding flips a selection at the top-k
     # boundary now and then, and Adam magnifies relative differences of near-zero gradients.)
