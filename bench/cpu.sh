@@ -97,6 +97,8 @@ for v in topk batchtopk; do
     --epochs 1 --holdout no --name "epoch-$v" --threads "$threads"
   eval "ref_epoch_$v=\$(ref_json ref-sae-$v epoch_seconds) our_epoch_$v=\$(epoch_of)"
 done
+# the 512-feature fp32 SAE is the current one again for the index rows below
+"$bin" sae --workspace "$sae" --use seed-f512-l0.1-s0 > /dev/null 2>&1
 # Top-16 of every feature: the reference (512 features, materialises N x F) and saescope's
 # feature index (4096 features, chunked) built by `sae --use`.
 timed ref-topk $py "$ref" topk "$sae/embeddings.npy" "$sae/sae.pt" "$threads"
