@@ -160,18 +160,6 @@ def errors(binary, d):
         (["sae", "--workspace", ws, "--features", "0"], 1, "--features 0"),
         (["sae", "--workspace", ws, "--precision", "fp16"], 1, "--precision fp16: the SAE runs in fp32, bf16 or tf32"),
         (["sae", "--workspace", ws, "--precision", "tf32", "--device", "cpu"], 1, "--precision tf32 runs on CUDA only"),
-        (["train", "--data", demo, "--workspace", os.path.join(scratch, "new_ws"), "--precision", "tf32",
-          "--device", "cpu"], 1, "--precision tf32 runs on CUDA only"),
-        (["run", "--data", demo, "--workspace", os.path.join(scratch, "new_ws"), "--precision", "tf32",
-          "--device", "cpu"], 1, "--precision tf32 runs on CUDA only"),
-        (["embed", "--workspace", ws, "--precision", "tf32", "--device", "cpu"], 1,
-         "--precision tf32 runs on CUDA only"),
-        (["train", "--data", demo, "--workspace", os.path.join(scratch, "new_ws"), "--precision", "fp16",
-          "--device", "cpu"], 1, "--precision fp16 runs on CUDA only"),
-        (["run", "--data", demo, "--workspace", os.path.join(scratch, "new_ws"), "--precision", "fp16",
-          "--device", "cpu"], 1, "--precision fp16 runs on CUDA only"),
-        (["embed", "--workspace", ws, "--precision", "fp16", "--device", "cpu"], 1,
-         "--precision fp16 runs on CUDA only"),
         (["train", "--data", demo, "--workspace", ws, "--precision", "fp8"], 1,
          "--precision fp8: expected fp32, bf16, fp16 or tf32"),
         (["topk", "--workspace", ws, "--kind", "foo", "--feature", "1"], 1, "--kind foo"),
@@ -182,6 +170,13 @@ def errors(binary, d):
         (["embed", "--workspace", typed_ws], 1, "\"data_root\" must be a string"),
         (["stats"], 2, "no ratings file given"),
     ]
+    # fp16 and tf32 run on CUDA only: refused on the CPU by every stage that takes them.
+    new_ws = os.path.join(scratch, "new_ws")
+    cases += [(stage + ["--precision", prec, "--device", "cpu"], 1, f"--precision {prec} runs on CUDA only")
+              for prec in ("fp16", "tf32")
+              for stage in (["train", "--data", demo, "--workspace", new_ws],
+                            ["run", "--data", demo, "--workspace", new_ws],
+                            ["embed", "--workspace", ws])]
     for args, rc, text in cases:
         p = run(binary, *args, timeout=300)
         lines = [l for l in p.stderr.splitlines() if l.startswith("saescope: error:")]
