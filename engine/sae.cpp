@@ -405,10 +405,52 @@ torch::Tensor auxkLoss(const torch::Tensor& pre, const torch::Tensor& residual,
   return (eHat - residual).pow(2).mean();
 }
 
+namespace {
+// g ← g − (g·w / max(‖w‖, 1e-12)²) w for `rows` rows of width d: removeParallelGradient in one
+// pass a row (torch's form takes five over the whole matrix, 6.5 ms at 4,096 x 512).
+SAESCOPE_CLONES void projectOutRows(const float* __restrict__ w, float* __restrict__ g,
+                                    int64_t rows, int64_t d) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* wr = w + i * d;
+    float* gr = g + i * d;
+    float ww[kLanes] = {}, gw[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= d; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        ww[l] += wr[j + l] * wr[j + l];
+        gw[l] += gr[j + l] * wr[j + l];
+      }
+    double sww = 0, sgw = 0;
+    for (; j < d; ++j) {
+      sww += static_cast<double>(wr[j]) * wr[j];
+      sgw += static_cast<double>(gr[j]) * wr[j];
+    }
+    for (int l = 0; l < kLanes; ++l) {
+      sww += ww[l];
+      sgw += gw[l];
+    }
+    const double norm = std::max(std::sqrt(sww), 1e-12);
+    const auto scale = static_cast<float>(sgw / (norm * norm));
+    for (j = 0; j < d; ++j) gr[j] -= scale * wr[j];
+  }
+}
+}  // namespace
+
 void removeParallelGradient(const torch::Tensor& weightDecoder) {
   torch::NoGradGuard noGrad;
   torch::Tensor g = weightDecoder.mutable_grad();
   if (!g.defined()) return;
+  if (weightDecoder.is_cpu() && weightDecoder.scalar_type() == torch::kFloat32 &&
+      weightDecoder.is_contiguous() && g.scalar_type() == torch::kFloat32 && g.is_contiguous() &&
+      weightDecoder.dim() == 2) {
+    const float* w = weightDecoder.data_ptr<float>();
+    float* gp = g.data_ptr<float>();
+    const int64_t d = weightDecoder.size(1);
+    at::parallel_for(0, weightDecoder.size(0), 64, [&](int64_t r0, int64_t r1) {
+      projectOutRows(w + r0 * d, gp + r0 * d, r1 - r0, d);
+    });
+    return;
+  }
   const torch::Tensor unit = weightDecoder / weightDecoder.norm(2, 1, true).clamp_min(1e-12);
   g.sub_((g * unit).sum(1, true) * unit);
 }
