@@ -274,6 +274,15 @@ def bad_images(binary, d):
     check(p.returncode == 0 and json.loads(p.stdout)["images"], "topk with a relative workspace path")
 
 
+def sae_env(autograd):
+    """The environment for an SAE run through autograd (SAESCOPE_SAE_AUTOGRAD=1) or not."""
+    env = dict(os.environ)
+    env.pop("SAESCOPE_SAE_AUTOGRAD", None)
+    if autograd:
+        env["SAESCOPE_SAE_AUTOGRAD"] = "1"
+    return env
+
+
 def sweep(binary, d):
     """`sae --sweep-k --sweep-seeds`: one SAE per (k, seed), each kept with held-out metrics, a
     table of all of them, the last one current; `--use` switches; L0 grows with k."""
@@ -325,13 +334,9 @@ def sweep(binary, d):
     # (SAESCOPE_SAE_AUTOGRAD=1) the same batches give the same losses, step by step.
     losses = {}
     for how in ("by hand", "autograd"):
-        env = dict(os.environ)
-        env.pop("SAESCOPE_SAE_AUTOGRAD", None)
-        if how == "autograd":
-            env["SAESCOPE_SAE_AUTOGRAD"] = "1"
         p = subprocess.run([binary, "sae", "--workspace", ws, "--variant", "seed", "--features", "96",
                             "--epochs", "6", "--batch", "48", "--lr", "3e-4", "--l1", "0.01", "--seed", "2"],
-                           capture_output=True, text=True, timeout=600, env=env)
+                           capture_output=True, text=True, timeout=600, env=sae_env(how == "autograd"))
         check(p.returncode == 0, f"seed SAE ({how}) failed: {p.stderr[-1500:]}")
         log = [json.loads(l) for l in open(os.path.join(ws, "logs", "sae.jsonl"))]
         losses[how] = [(r["loss"], r["l0"]) for r in log]
@@ -359,14 +364,10 @@ def sweep(binary, d):
     for variant in ("topk", "batchtopk"):
         losses = {}
         for how in ("written out", "autograd"):
-            env = dict(os.environ)
-            env.pop("SAESCOPE_SAE_AUTOGRAD", None)
-            if how == "autograd":
-                env["SAESCOPE_SAE_AUTOGRAD"] = "1"
             p = subprocess.run([binary, "sae", "--workspace", ws, "--variant", variant, "--features", "96",
                                 "--steps", "41", "--batch", "48", "--k", "6", "--dead-after", "200",
                                 "--aux-alpha", "0.5", "--seed", "4", "--name", f"cmp-{variant}"],
-                               capture_output=True, text=True, timeout=600, env=env)
+                               capture_output=True, text=True, timeout=600, env=sae_env(how == "autograd"))
             check(p.returncode == 0, f"{variant} SAE ({how}) failed: {p.stderr[-1500:]}")
             log = [json.loads(l) for l in open(os.path.join(ws, "logs", "sae.jsonl"))]
             losses[how] = [(r["loss"], r["aux"], r["l0"]) for r in log]
