@@ -1,5 +1,6 @@
 // `saescope demo-data`, `train`, `embed`, `sae`, `run`.
 #include <cstdio>
+#include <optional>
 
 #include "command.h"
 #include "commands.h"
@@ -59,22 +60,22 @@ static void trainFlags(Command& cmd, engine::TrainConfig& t) {
   checkpointFlags(cmd, "run", &t.resume, &t.checkpointMinutes, &t.checkpointSteps);
 }
 
-// The value of --variant in args ("seed" when absent), so that each variant's defaults apply
-// before the other flags are parsed (and show in --help).
-static std::string variantOf(const std::vector<std::string>& args) {
-  std::string v = "seed";
+// The value of the last `flag` in args ("--flag V" or "--flag=V"), before the command parses
+// them; nullopt when absent (or given last without a value).
+static std::optional<std::string> flagValue(const std::vector<std::string>& args,
+                                            const std::string& flag) {
+  std::optional<std::string> v;
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--variant" && i + 1 < args.size()) v = args[i + 1];
-    if (args[i].rfind("--variant=", 0) == 0) v = args[i].substr(10);
+    if (args[i] == flag && i + 1 < args.size()) v = args[i + 1];
+    if (args[i].rfind(flag + "=", 0) == 0) v = args[i].substr(flag.size() + 1);
   }
   return v;
 }
 
-// Whether `flag` is among args (as "--flag V" or "--flag=V").
-static bool given(const std::vector<std::string>& args, const std::string& flag) {
-  for (const std::string& a : args)
-    if (a == flag || a.rfind(flag + "=", 0) == 0) return true;
-  return false;
+// The value of --variant in args ("seed" when absent), so that each variant's defaults apply
+// before the other flags are parsed (and show in --help).
+static std::string variantOf(const std::vector<std::string>& args) {
+  return flagValue(args, "--variant").value_or("seed");
 }
 
 // The modern variants train for a number of steps by default (2,000); --epochs given without
@@ -82,7 +83,7 @@ static bool given(const std::vector<std::string>& args, const std::string& flag)
 static void epochsOverDefaultSteps(const std::vector<std::string>& args, engine::SaeConfig& s,
                                    bool prefixed) {
   const std::string p = prefixed ? "--sae-" : "--";
-  if (given(args, p + "epochs") && !given(args, p + "steps")) s.steps = 0;
+  if (flagValue(args, p + "epochs") && !flagValue(args, p + "steps")) s.steps = 0;
 }
 
 static void saeFlags(Command& cmd, engine::SaeConfig& s, bool prefixed, std::string* holdout) {

@@ -529,7 +529,6 @@ torch::Tensor SaeTrainer::features(const torch::Tensor& xb) {
 
 SaeTrainer::Step SaeTrainer::step(const torch::Tensor& xb, bool report) {
   const bool l1 = m_cfg.variant == "l1";
-  const int64_t b = xb.size(0);
   const double lr =
       saeEffectiveLr(m_cfg) * lrFactor(m_step, m_total, m_cfg.lrWarmup, m_cfg.lrDecay);
   for (auto& group : m_opt->param_groups())
@@ -540,11 +539,37 @@ SaeTrainer::Step SaeTrainer::step(const torch::Tensor& xb, bool report) {
       m_hand = std::make_unique<TopkCpuStep>(m_sae, m_cfg.variant == "batchtopk", m_cfg.k,
                                              m_cfg.kAux, m_cfg.auxAlpha);
   }
-  if (m_hand) return handStep(xb.contiguous(), report, lr);
+  Step s;
+  s.lr = lr;
+  torch::Tensor fired;  // [F] bool: the features active in some row of the batch
+  if (m_hand) {
+    const TopkCpuStep::Result h = m_hand->gradients(xb.contiguous(), m_sinceFired >= m_deadAfter);
+    updateThreshold(h.threshold);
+    fired = h.fired;
+    if (report) {
+      s.reconstruction = h.reconstruction;
+      s.aux = h.aux;
+      s.loss = h.reconstruction + m_cfg.auxAlpha * h.aux;
+      s.l0 = h.l0;
+    }
+  } else {
+    fired = autogradGradients(xb, report, s);
+  }
+  if (!l1) removeParallelGradient(m_sae->weight_decoder);
+  if (m_cfg.gradClip > 0) torch::nn::utils::clip_grad_norm_(m_sae->parameters(), m_cfg.gradClip);
+  if (!(m_hand && fusedAdamStep(*m_opt))) m_opt->step();
+  if (!l1) normaliseDecoderRows(m_sae->weight_decoder);
+  m_sinceFired.add_(xb.size(0)).masked_fill_(fired, 0);
+  ++m_step;
+  if (report)
+    s.deadFraction = (m_sinceFired >= m_deadAfter).to(torch::kFloat64).mean().item<double>();
+  return s;
+}
 
+torch::Tensor SaeTrainer::autogradGradients(const torch::Tensor& xb, bool report, Step& s) {
   const torch::Tensor pre = m_sae->preActivation(xb);
   torch::Tensor f, recon, sparsity, aux, total;
-  if (l1) {
+  if (m_cfg.variant == "l1") {
     f = torch::relu(pre);
     const torch::Tensor xHat = m_sae->decode(f);
     recon = (xHat - xb).pow(2).sum(1).mean();
@@ -562,57 +587,25 @@ SaeTrainer::Step SaeTrainer::step(const torch::Tensor& xb, bool report) {
     aux = auxkLoss(pre, (xb - xHat).detach(), m_sae->weight_decoder, dead, m_cfg.kAux,
                    m_sae->productType);
     total = recon + m_cfg.auxAlpha * aux;
-    // The global threshold for single-image encoding: EMA of the batch threshold.
-    const double tau = batchThreshold(pre, m_cfg.k);
-    m_threshold = m_haveThreshold ? m_threshold + m_cfg.thresholdEma * (tau - m_threshold) : tau;
-    m_haveThreshold = true;
+    updateThreshold(batchThreshold(pre, m_cfg.k));
   }
   m_opt->zero_grad();
   total.backward();
-  if (!l1) removeParallelGradient(m_sae->weight_decoder);
-  if (m_cfg.gradClip > 0) torch::nn::utils::clip_grad_norm_(m_sae->parameters(), m_cfg.gradClip);
-  m_opt->step();
-  if (!l1) normaliseDecoderRows(m_sae->weight_decoder);
-  {
-    torch::NoGradGuard noGrad;
-    const torch::Tensor fired = (f > 0).any(0);
-    m_sinceFired.add_(b).masked_fill_(fired, 0);
-  }
-  ++m_step;
-  Step s;
-  s.lr = lr;
+  torch::NoGradGuard noGrad;
   if (report) {
     s.loss = total.item<double>();
     s.reconstruction = recon.item<double>();
     s.sparsity = sparsity.defined() ? sparsity.item<double>() : 0.0;
     s.aux = aux.defined() ? aux.item<double>() : 0.0;
     s.l0 = (f > 0).sum(1).to(torch::kFloat64).mean().item<double>();
-    s.deadFraction = (m_sinceFired >= m_deadAfter).to(torch::kFloat64).mean().item<double>();
   }
-  return s;
+  return (f > 0).any(0);
 }
 
-SaeTrainer::Step SaeTrainer::handStep(const torch::Tensor& xb, bool report, double lr) {
-  const TopkCpuStep::Result h = m_hand->gradients(xb, m_sinceFired >= m_deadAfter);
-  m_threshold = m_haveThreshold ? m_threshold + m_cfg.thresholdEma * (h.threshold - m_threshold)
-                                : h.threshold;
+void SaeTrainer::updateThreshold(double tau) {
+  // The global threshold for single-image encoding: EMA of the batch threshold.
+  m_threshold = m_haveThreshold ? m_threshold + m_cfg.thresholdEma * (tau - m_threshold) : tau;
   m_haveThreshold = true;
-  removeParallelGradient(m_sae->weight_decoder);
-  if (m_cfg.gradClip > 0) torch::nn::utils::clip_grad_norm_(m_sae->parameters(), m_cfg.gradClip);
-  if (!fusedAdamStep(*m_opt)) m_opt->step();
-  normaliseDecoderRows(m_sae->weight_decoder);
-  m_sinceFired.add_(xb.size(0)).masked_fill_(h.fired, 0);
-  ++m_step;
-  Step s;
-  s.lr = lr;
-  if (report) {
-    s.reconstruction = h.reconstruction;
-    s.aux = h.aux;
-    s.loss = h.reconstruction + m_cfg.auxAlpha * h.aux;
-    s.l0 = h.l0;
-    s.deadFraction = (m_sinceFired >= m_deadAfter).to(torch::kFloat64).mean().item<double>();
-  }
-  return s;
 }
 
 json SaeTrainer::extraState() const {

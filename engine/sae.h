@@ -207,7 +207,11 @@ class SaeTrainer {
   bool writtenOut() const { return m_hand != nullptr; }
 
  private:
-  Step handStep(const torch::Tensor& xb, bool report, double lr);
+  // The step's gradients through autograd, its losses into `s` when `report`; returns the
+  // features active in some row of xb.
+  torch::Tensor autogradGradients(const torch::Tensor& xb, bool report, Step& s);
+  // The global threshold's running average takes in a batch threshold (topk / batchtopk).
+  void updateThreshold(double tau);
 
   SaeConfig m_cfg;
   int64_t m_total, m_deadAfter, m_step = 0;

@@ -54,8 +54,9 @@ SAESCOPE_CLONES bool anyAbove(const float* __restrict__ p, float bar) {
 }
 
 // The (value, column) pairs of the `keep` largest values > 0 of row p over the columns `cols`
-// (all ncols when null), in `heap`. A min-heap of `keep` whose root, once it is full, is the bar
-// a value must pass (before that, 0): most values fail it, 16 at a time on a whole row.
+// (all ncols when null), in `heap`, in column order. A min-heap of `keep` whose root, once it is
+// full, is the bar a value must pass (before that, 0): most values fail it, 16 at a time on a
+// whole row.
 void largestPositive(const float* p, const int32_t* cols, int64_t ncols, int64_t keep,
                      std::vector<std::pair<float, int32_t>>& heap) {
   heap.clear();
@@ -76,36 +77,27 @@ void largestPositive(const float* p, const int32_t* cols, int64_t ncols, int64_t
   };
   if (cols) {
     for (int64_t c = 0; c < ncols; ++c) offer(p[cols[c]], cols[c]);
-    return;
+  } else {
+    int64_t c = 0;
+    for (; c + kLanes <= ncols; c += kLanes)
+      if (anyAbove(p + c, bar))
+        for (int l = 0; l < kLanes; ++l) offer(p[c + l], static_cast<int32_t>(c + l));
+    for (; c < ncols; ++c) offer(p[c], static_cast<int32_t>(c));
   }
-  int64_t c = 0;
-  for (; c + kLanes <= ncols; c += kLanes)
-    if (anyAbove(p + c, bar))
-      for (int l = 0; l < kLanes; ++l) offer(p[c + l], static_cast<int32_t>(c + l));
-  for (; c < ncols; ++c) offer(p[c], static_cast<int32_t>(c));
+  std::sort(heap.begin(), heap.end(),
+            [](const auto& a, const auto& b) { return a.second < b.second; });
 }
 
-}  // namespace
-
-namespace {
-
-// The n-th largest of the positive values among v[i] >= bar, gathered in one pass over `chunks`
-// parts (a rare, predictable branch); -1 when fewer than n pass the bar.
-float nthAboveBar(const float* v, int64_t count, int64_t n, float bar, int64_t chunks,
-                  int bucket = -1) {
+// The n-th largest of the values v[i] for which keep(v[i]) holds, gathered in one pass over
+// `chunks` parts (keep is rarely true: a predictable branch); -1 when fewer than n are kept.
+template <typename Keep>
+float nthKept(const float* v, int64_t count, int64_t n, int64_t chunks, Keep keep) {
   std::vector<std::vector<float>> found(chunks);
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t lo = count * c / chunks, hi = count * (c + 1) / chunks;
-      std::vector<float>& out = found[c];
-      if (bucket < 0) {
-        for (int64_t i = lo; i < hi; ++i)
-          if (v[i] >= bar) out.push_back(v[i]);
-      } else {
-        for (int64_t i = lo; i < hi; ++i)
-          if (static_cast<int>(bitsOf(v[i]) >> kBucketShift) == bucket && v[i] > 0)
-            out.push_back(v[i]);
-      }
+      for (int64_t i = lo; i < hi; ++i)
+        if (keep(v[i])) found[c].push_back(v[i]);
     }
   });
   std::vector<float> all;
@@ -137,7 +129,7 @@ float kthLargestPositive(const float* v, int64_t count, int64_t n, bool sampleFi
                                            static_cast<uint64_t>(count))];
       std::nth_element(sample.begin(), sample.begin() + rank, sample.end(), std::greater<float>());
       const float bar = std::max(sample[rank], kTiny);
-      const float found = nthAboveBar(v, count, n, bar, chunks);
+      const float found = nthKept(v, count, n, chunks, [bar](float x) { return x >= bar; });
       if (found >= 0) return found;
     }
   }
@@ -172,7 +164,9 @@ float kthLargestPositive(const float* v, int64_t count, int64_t n, bool sampleFi
   }
   // Pass 2: the bucket's positive values, and the (n − above)-th among them; fewer than n
   // positive values in all: the n-th largest ReLU is 0.
-  const float found = nthAboveBar(v, count, n - above, 0, chunks, bucket);
+  const float found = nthKept(v, count, n - above, chunks, [bucket](float x) {
+    return static_cast<int>(bitsOf(x) >> kBucketShift) == bucket && x > 0;
+  });
   return found >= 0 ? found : 0.0f;
 }
 
@@ -273,8 +267,6 @@ TopkCpuStep::Result TopkCpuStep::gradients(const torch::Tensor& x, const torch::
             }
         } else {
           largestPositive(pre, nullptr, nf, m_k, heap);
-          std::sort(heap.begin(), heap.end(),
-                    [](const auto& a, const auto& c) { return a.second < c.second; });
           for (const auto& [v, j] : heap) {
             p.col.push_back(j);
             p.val.push_back(v);
@@ -290,8 +282,6 @@ TopkCpuStep::Result TopkCpuStep::gradients(const torch::Tensor& x, const torch::
         if (kAux > 0) {
           const size_t auxFirst = p.auxCol.size();
           largestPositive(pre, deadCols.data(), static_cast<int64_t>(deadCols.size()), kAux, heap);
-          std::sort(heap.begin(), heap.end(),
-                    [](const auto& a, const auto& c) { return a.second < c.second; });
           std::memcpy(e, r, d * sizeof(float));  // ê − (x − x̂) = ê + r
           for (const auto& [v, j] : heap) {
             p.auxCol.push_back(j);
