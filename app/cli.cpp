@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "engine/error.h"
 #include "engine/pipeline.h"
+#include "engine/winograd.h"
 #include "sanitized.h"
 
 #ifdef SAESCOPE_WITH_GUI
@@ -43,6 +44,7 @@ void printVersion() {
   std::printf("saescope %s (LibTorch %s, CUDA %s, %s)\n", SAESCOPE_VERSION,
               engine::torchVersion().c_str(),
               engine::cudaAvailable() ? "available" : "not available", blas.c_str());
+  std::printf("3x3 convolutions on the CPU: %s\n", engine::winograd::describe().c_str());
 #ifdef SAESCOPE_SANITIZED
   std::printf("sanitized build: OpenBLAS's kernels as it picked them (no re-run)\n");
 #endif

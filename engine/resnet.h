@@ -2,14 +2,21 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "winograd.h"
+
 namespace engine {
 
-// A 3x3 convolution's weight as one matrix over a small map's positions (resnet.cpp's
-// smallMapConv), kept while the weight is unchanged (same storage, same version).
-struct TapMatrixCache {
+// What conv3x3 keeps of a layer's weight while it is unchanged (same storage, same version).
+struct ConvCache {
+  // The weight as one matrix over a small map's positions.
   torch::Tensor matrix;
   const void* data = nullptr;
   int64_t version = -1, h = 0, w = 0;
+  // The weight packed for oneDNN's Winograd kernels: forward, and backward data (when trained).
+  torch::Tensor packedForward, packedData;
+  const void* packedFrom = nullptr;
+  int64_t packedVersion = -1;
+  winograd::Shape packedShape;
 };
 
 struct BasicBlockImpl : torch::nn::Module {
@@ -19,7 +26,7 @@ struct BasicBlockImpl : torch::nn::Module {
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
   torch::nn::Sequential downsample{nullptr};
-  TapMatrixCache taps1, taps2;
+  ConvCache cache1, cache2;
 };
 TORCH_MODULE(BasicBlock);
 
@@ -50,11 +57,14 @@ torch::Tensor stemMaxPool(const torch::Tensor& x);
 torch::Tensor batchNormAct(torch::nn::BatchNorm2d& bn, const torch::Tensor& x,
                            const torch::Tensor& residual, bool relu);
 
-// conv(x) for a 3x3 convolution of stride 1 and padding 1 without bias. On the CPU in fp32, over
-// maps of at most 2x2 (ResNet18's last stage at 64 px), as matrix products of the engine's own
-// (the same values as torch's to fp32 rounding, gradients included; oneDNN's kernels run these
-// shapes at a third of the CPU's speed); conv(x) elsewhere.
-torch::Tensor smallMapConv(torch::nn::Conv2d& conv, const torch::Tensor& x, TapMatrixCache& cache);
+// conv(x) for a 3x3 convolution of stride 1 and padding 1 without bias. On the CPU in fp32 (the
+// same values as torch's to fp32 rounding, gradients included):
+// - over maps of at most 2x2 (ResNet18's last stage at 64 px), as matrix products of the engine's
+//   own (oneDNN's kernels run these shapes at a third of the CPU's speed);
+// - over maps of at least 7x7, NCHW or channels-last, through oneDNN's Winograd kernels where
+//   winograd::supports the shape (AVX-512, Debian's LibTorch; SAESCOPE_WINOGRAD=0 turns them off);
+// conv(x) elsewhere, and everywhere with SAESCOPE_TORCH_KERNELS=1.
+torch::Tensor conv3x3(torch::nn::Conv2d& conv, const torch::Tensor& x, ConvCache& cache);
 
 // The reference fine-tuning losses on a batch of embeddings (DESIGN.md):
 // contrastive = cross_entropy(E Eᵀ, arange(B)); orientation = mse(E, −E_rot).

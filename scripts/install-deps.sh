@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config ccache git
   libtorch-dev libopenblas0-pthread          # LibTorch 1.13 (CPU); OpenBLAS instead of the slow reference BLAS
+  libdnnl-dev                                # oneDNN's headers (LibTorch's own oneDNN): Winograd convolutions
   libglfw3-dev libimgui-dev libgl-dev libepoxy-dev fonts-dejavu-core
   libstb-dev nlohmann-json3-dev doctest-dev libboost-math-dev
   xvfb xauth x11-xserver-utils              # GUI tests and screenshots (xrdb sets Xft.dpi for HiDPI)

@@ -223,6 +223,15 @@ def blas_kernels(binary):
     p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60,
                        env=dict(env, OPENBLAS_CORETYPE="Haswell"))
     check("OpenBLAS Haswell kernels as OPENBLAS_CORETYPE asks" in p.stdout, f"a user's OPENBLAS_CORETYPE: {p.stdout}")
+    # oneDNN's Winograd convolutions: on with Debian's LibTorch (1.13, on the system's oneDNN) on an
+    # AVX-512 CPU; off on request.
+    p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60, env=env)
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags and "(LibTorch 1.13" in p.stdout:
+        check(re.search(r"convolutions on the CPU: oneDNN 2\.\d+\.\d+ Winograd \(\S*wino", p.stdout) is not None,
+              f"an AVX-512 CPU runs no Winograd convolutions: {p.stdout}")
+    p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60,
+                       env=dict(env, SAESCOPE_WINOGRAD="0"))
+    check("Winograd off (SAESCOPE_WINOGRAD=0)" in p.stdout, f"SAESCOPE_WINOGRAD=0: {p.stdout}")
 
 
 def bad_images(binary, d):
