@@ -7,7 +7,8 @@
 //          alone; the first touch of fresh memory, which glibc's heap gives these 100 MB maps in a
 //          short loop, is timed too)
 // Compare the engine's own CPU kernels with torch's by running it again with
-// SAESCOPE_TORCH_KERNELS=1 (bench/kernels.sh alternates the two), on an idle machine.
+// SAESCOPE_TORCH_KERNELS=1, and without oneDNN's Winograd convolutions with SAESCOPE_WINOGRAD=0
+// (bench/kernels.sh alternates the three), on an idle machine.
 #include <malloc.h>
 
 #include <algorithm>
@@ -21,10 +22,12 @@
 #include "engine/pipeline.h"
 #include "engine/resnet.h"
 #include "engine/torch_util.h"
+#include "engine/winograd.h"
 
 namespace {
 const char* kernelsName() {
-  return std::getenv("SAESCOPE_TORCH_KERNELS") ? "torch's" : "own";
+  if (std::getenv("SAESCOPE_TORCH_KERNELS")) return "torch's";
+  return engine::winograd::available() ? "own + Winograd" : "own";
 }
 
 // Median milliseconds of forward() and of backward(its output) over 8 rounds after a warm-up.

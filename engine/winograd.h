@@ -34,7 +34,8 @@ bool supports(const Shape& s);
 std::string describe();
 
 // The weight in the layout a pass's kernel reads (Winograd's transformed taps: four times the
-// weight's size). pack() writes it into `packed`, packedBytes(s, pass) bytes, 64-byte aligned.
+// weight's size). pack() writes it into `packed`, packedBytes(s, pass) bytes (64-byte aligned
+// memory is fastest; torch's allocator gives that).
 enum class Pass { Forward, BackwardData };
 std::size_t packedBytes(const Shape& s, Pass pass);
 void pack(const Shape& s, Pass pass, const float* weight, void* packed);

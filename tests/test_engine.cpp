@@ -1,4 +1,5 @@
 // Engine tests that need LibTorch: losses, ResNet18, SAE, feature index and top-k.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
@@ -505,6 +506,53 @@ TEST_CASE("3x3 convolutions through oneDNN's Winograd kernels are torch's: value
     const auto xr = x.clone().requires_grad_();
     torch::conv2d(xr, conv->weight.detach(), {}, 1, 1).sum().backward();
     CHECK((xg.grad() - xr.grad()).abs().max().item<double>() < 1e-5);
+  }
+  if (wino) {  // The kernels write their outputs and nothing around them (JIT code: no sanitizer
+               // sees it).
+    constexpr size_t kGuard = 4096;
+    const float mark = 12345.f;
+    for (const bool cl : {false, true}) {
+      const engine::winograd::Shape s{6, 64, 32, 16, 9, cl};
+      REQUIRE(engine::winograd::supports(s));
+      auto guarded = [&](size_t n) { return std::vector<float>(n + 2 * kGuard, mark); };
+      const size_t xs = s.n * s.ci * s.h * s.w, ys = s.n * s.co * s.h * s.w, ws = s.co * s.ci * 9;
+      auto x = guarded(xs), y = guarded(ys), w = guarded(ws), dy = guarded(ys), dx = guarded(xs),
+           dw = guarded(ws);
+      std::mt19937 rng(3);
+      std::normal_distribution<float> normal;
+      for (size_t i = 0; i < xs; ++i) x[kGuard + i] = normal(rng);
+      for (size_t i = 0; i < ys; ++i) dy[kGuard + i] = normal(rng);
+      for (size_t i = 0; i < ws; ++i) w[kGuard + i] = normal(rng);
+      auto packedOf = [&](engine::winograd::Pass pass) {  // 64-byte aligned, guarded
+        return std::vector<float>(engine::winograd::packedBytes(s, pass) / 4 + 2 * kGuard, mark);
+      };
+      auto pf = packedOf(engine::winograd::Pass::Forward);
+      auto pd = packedOf(engine::winograd::Pass::BackwardData);
+      engine::winograd::pack(s, engine::winograd::Pass::Forward, w.data() + kGuard,
+                             pf.data() + kGuard);
+      engine::winograd::pack(s, engine::winograd::Pass::BackwardData, w.data() + kGuard,
+                             pd.data() + kGuard);
+      engine::winograd::forward(s, x.data() + kGuard, pf.data() + kGuard, y.data() + kGuard);
+      engine::winograd::backward(s, x.data() + kGuard, dy.data() + kGuard, pd.data() + kGuard,
+                                 dx.data() + kGuard, dw.data() + kGuard);
+      for (const auto* v : {&x, &y, &w, &dy, &dx, &dw, &pf, &pd}) {
+        const size_t n = v->size();
+        CHECK(std::all_of(v->begin(), v->begin() + kGuard, [&](float f) { return f == mark; }));
+        CHECK(std::all_of(v->begin() + (n - kGuard), v->end(), [&](float f) { return f == mark; }));
+      }
+      // ... and what they wrote is the convolution (as torch computes it).
+      const auto layout = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+      auto view = [&](std::vector<float>& v, int64_t c) {
+        return cl ? torch::from_blob(v.data() + kGuard, {s.n, s.h, s.w, c}).permute({0, 3, 1, 2})
+                  : torch::from_blob(v.data() + kGuard, {s.n, c, s.h, s.w});
+      };
+      const auto wt =
+          cl ? torch::from_blob(w.data() + kGuard, {s.co, 3, 3, s.ci}).permute({0, 3, 1, 2})
+             : torch::from_blob(w.data() + kGuard, {s.co, s.ci, 3, 3});
+      const auto want = torch::conv2d(view(x, s.ci).contiguous(layout), wt.contiguous(), {}, 1, 1);
+      CHECK((view(y, s.co) - want).abs().max().item<double>() <=
+            1e-5 * want.abs().max().item<double>());
+    }
   }
   {  // Maps under 7x7 and strided inputs stay with torch's convolution.
     torch::nn::Conv2d conv(torch::nn::Conv2dOptions(16, 16, 3).stride(1).padding(1).bias(false));
