@@ -199,12 +199,12 @@ struct SmallMapConvFn : torch::autograd::Function<SmallMapConvFn> {
 // ---- 3x3 convolutions through oneDNN's Winograd kernels, on the CPU in fp32 ---------------------
 // oneDNN's direct kernels (what LibTorch runs) took about 75 % of a fine-tuning step at 224 px;
 // Winograd's F(4x4, 3x3) needs a quarter of their multiplications. Where maps are at least 7x7
-// (two 4x4 tiles a side: at 4x4 and 256 channels the kernels ran slower than the direct ones, at
-// 6x6 and 256 channels about as fast), forward, backward data and backward weights of one layer
-// took, at 224 px and batch 32 on two Zen 5 cores, 33 instead of 52 ms (64 channels, 56x56),
-// 30 instead of 47 (128, 28x28), 25 instead of 43 (256, 14x14) and 26 instead of 42 (512, 7x7),
-// maps reordered included. The kernels' own weight layouts (the transformed taps, four times the
-// weight's size) are packed once per weight version and kept with the layer (ConvCache).
+// (on smaller ones the kernels ran slower than the direct ones where measured: 4x4 and 6x6 with
+// 256 channels, 5x5 with 512), forward, backward data and backward weights of one layer took, at
+// 224 px and batch 32 on two Zen 5 cores, 33 instead of 52 ms (64 channels, 56x56), 30 instead of
+// 47 (128, 28x28), 25 instead of 43 (256, 14x14) and 26 instead of 42 (512, 7x7), maps reordered
+// included. The kernels' own weight layouts (the transformed taps, four times the weight's size)
+// are packed once per weight version and kept with the layer (ConvCache).
 constexpr int64_t kWinogradMinSide = 7;
 
 bool planarMap(const torch::Tensor& x) {  // NCHW-contiguous and not also channels-last
