@@ -207,12 +207,9 @@ struct SmallMapConvFn : torch::autograd::Function<SmallMapConvFn> {
 // are packed once per weight version and kept with the layer (ConvCache).
 constexpr int64_t kWinogradMinSide = 7;
 
-bool planarMap(const torch::Tensor& x) {  // NCHW-contiguous and not also channels-last
-  return x.is_contiguous() && !x.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
+// x: NCHW-contiguous or channels-last.
 winograd::Shape winogradShape(const torch::Tensor& x, int64_t co) {
-  return {x.size(0), x.size(1), co, x.size(2), x.size(3), !planarMap(x)};
+  return {x.size(0), x.size(1), co, x.size(2), x.size(3), channelsLastOnly(x)};
 }
 
 at::MemoryFormat layoutOf(const winograd::Shape& s) {
@@ -627,7 +624,7 @@ torch::Tensor conv3x3(nn::Conv2d& conv, const torch::Tensor& x, ConvCache& cache
     return grad ? SmallMapConvFn::apply(x, weight, big) : smallMapProduct(x, big, weight.size(0));
   }
   if (x.size(2) >= kWinogradMinSide && x.size(3) >= kWinogradMinSide &&
-      (planarMap(x) || channelsLastOnly(x))) {
+      (x.is_contiguous() || channelsLastOnly(x))) {
     const winograd::Shape s = winogradShape(x, weight.size(0));
     if (winograd::supports(s)) {
       packWinograd(weight, s, grad, cache);

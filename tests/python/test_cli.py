@@ -211,10 +211,11 @@ def blas_kernels(binary):
             flags = set(line.split(":", 1)[1].split())
             break
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "SAESCOPE_OPENBLAS_CHECKED")}
-    p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60, env=env)
-    m = re.search(r"OpenBLAS (\w+) kernels\)", p.stdout)
-    check(p.returncode == 0 and m is not None, f"--version names no OpenBLAS kernels: {p.stdout}")
-    if m and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+    avx512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    plain = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60, env=env)
+    m = re.search(r"OpenBLAS (\w+) kernels\)", plain.stdout)
+    check(plain.returncode == 0 and m is not None, f"--version names no OpenBLAS kernels: {plain.stdout}")
+    if m and avx512:
         check(m.group(1).lower() in ("skylakex", "cooperlake", "sapphirerapids"),
               f"an AVX-512 CPU runs OpenBLAS's {m.group(1)} kernels")
     elif m and {"avx2", "fma"} <= flags:
@@ -225,10 +226,9 @@ def blas_kernels(binary):
     check("OpenBLAS Haswell kernels as OPENBLAS_CORETYPE asks" in p.stdout, f"a user's OPENBLAS_CORETYPE: {p.stdout}")
     # oneDNN's Winograd convolutions: on with Debian's LibTorch (1.13, on the system's oneDNN) on an
     # AVX-512 CPU; off on request.
-    p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60, env=env)
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags and "(LibTorch 1.13" in p.stdout:
-        check(re.search(r"convolutions on the CPU: oneDNN 2\.\d+\.\d+ Winograd \(\S*wino", p.stdout) is not None,
-              f"an AVX-512 CPU runs no Winograd convolutions: {p.stdout}")
+    if avx512 and "(LibTorch 1.13" in plain.stdout:
+        check(re.search(r"convolutions on the CPU: oneDNN 2\.\d+\.\d+ Winograd \(\S*wino", plain.stdout) is not None,
+              f"an AVX-512 CPU runs no Winograd convolutions: {plain.stdout}")
     p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60,
                        env=dict(env, SAESCOPE_WINOGRAD="0"))
     check("Winograd off (SAESCOPE_WINOGRAD=0)" in p.stdout, f"SAESCOPE_WINOGRAD=0: {p.stdout}")
